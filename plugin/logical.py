@@ -1,0 +1,205 @@
+"""The contract between the plugin protocol and the backends.
+
+These types mirror Vault's `sdk/logical` package in plain Python. The protocol
+layer (`plugin.bridge`) turns gRPC messages into these objects and back; the
+path framework and the backends never see protobuf or gRPC. Durations are
+seconds (`int`) here; the bridge converts to and from Vault's nanoseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Operation(enum.StrEnum):
+    """Operations Vault sends to a secrets engine (`logical.Operation`)."""
+
+    CREATE = "create"
+    READ = "read"
+    UPDATE = "update"
+    PATCH = "patch"
+    DELETE = "delete"
+    LIST = "list"
+    HELP = "help"
+    ALIAS_LOOKAHEAD = "alias-lookahead"
+    RESOLVE_ROLE = "resolve-role"
+    HEADER_OPERATION = "header"
+    REVOKE = "revoke"
+    RENEW = "renew"
+    ROLLBACK = "rollback"
+    RESOLVE_PATH = "resolve-path"
+
+
+class ErrorKind(enum.Enum):
+    """How Vault maps an error to an HTTP status (`pb.ProtoError.err_type`)."""
+
+    INTERNAL = "internal"  # 500
+    BAD_REQUEST = "bad_request"  # 400
+    PERMISSION_DENIED = "permission_denied"  # 403
+    UNSUPPORTED_OPERATION = "unsupported_operation"  # 405
+    UNSUPPORTED_PATH = "unsupported_path"  # 404
+
+
+class LogicalError(Exception):
+    """An error a handler raises to end a request.
+
+    `kind` decides the status Vault returns; the message reaches the caller
+    verbatim, so it must never contain a secret.
+    """
+
+    kind: ErrorKind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class BadRequestError(LogicalError):
+    kind = ErrorKind.BAD_REQUEST
+
+
+class PermissionDeniedError(LogicalError):
+    kind = ErrorKind.PERMISSION_DENIED
+
+
+class UnsupportedOperationError(LogicalError):
+    kind = ErrorKind.UNSUPPORTED_OPERATION
+
+
+class UnsupportedPathError(LogicalError):
+    kind = ErrorKind.UNSUPPORTED_PATH
+
+
+class Storage(Protocol):
+    """The mount's barrier-encrypted storage (`logical.Storage`)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class EntityAlias:
+    name: str
+    mount_accessor: str
+    mount_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entity:
+    id: str
+    name: str
+    aliases: tuple[EntityAlias, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    disabled: bool = False
+
+
+class SystemView(Protocol):
+    """What the plugin may ask Vault about itself (`logical.SystemView`)."""
+
+    def default_lease_ttl(self) -> int: ...
+
+    def max_lease_ttl(self) -> int: ...
+
+    def entity_info(self, entity_id: str) -> Entity | None: ...
+
+    def plugin_env_vault_version(self) -> str: ...
+
+
+@dataclass
+class LeaseOptions:
+    """Lease timing, in seconds; `issue_time` is a Unix timestamp."""
+
+    ttl: int = 0
+    max_ttl: int = 0
+    renewable: bool = False
+    increment: int = 0
+    issue_time: float = 0.0
+
+
+@dataclass
+class Secret:
+    """A leased secret: what a creds read returns and what revoke receives.
+
+    `internal_data` must hold everything revocation needs, because revoke
+    and expiry requests carry no identity and may arrive after the role
+    that minted the secret was deleted. Never put a secret in it.
+    """
+
+    lease: LeaseOptions = field(default_factory=LeaseOptions)
+    internal_data: dict[str, Any] = field(default_factory=dict)
+    lease_id: str = ""
+
+
+@dataclass
+class Connection:
+    remote_addr: str = ""
+    remote_port: int = 0
+
+
+@dataclass
+class Request:
+    """One request from Vault, already decoded.
+
+    `path` is relative to the mount. `data` is the decoded JSON body merged
+    with query parameters, as Vault sends it. `storage` is the mount's own
+    storage; with multiplexing, each mount has its own.
+    """
+
+    operation: Operation
+    path: str
+    storage: Storage
+    data: dict[str, Any] = field(default_factory=dict)
+    secret: Secret | None = None
+    id: str = ""
+    mount_point: str = ""
+    mount_accessor: str = ""
+    display_name: str = ""
+    entity_id: str = ""
+    client_token_accessor: str = ""
+    connection: Connection | None = None
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Response:
+    """A handler's result. `data` is JSON-serialisable."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    secret: Secret | None = None
+    warnings: list[str] = field(default_factory=list)
+    redirect: str = ""
+
+
+class Backend(Protocol):
+    """What the protocol layer drives; one instance per mount.
+
+    `setup` receives the mount's config (`BackendConfig.Config`, e.g. the
+    plugin env) and a handle to its storage and system view; it must not
+    touch storage, because registration calls Setup with no usable storage.
+    `initialize` runs once storage works. All methods may be called from
+    several threads at once.
+    """
+
+    def setup(self, config: Mapping[str, str], system: SystemView) -> None: ...
+
+    def initialize(self, storage: Storage) -> None: ...
+
+    def handle_request(self, request: Request) -> Response | None: ...
+
+    def special_paths(self) -> dict[str, list[str]]: ...
+
+    def invalidate(self, key: str) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+    def backend_type(self) -> int: ...
