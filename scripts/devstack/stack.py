@@ -1,0 +1,182 @@
+"""Bring the whole embedded stack up and down, and describe it.
+
+State lives in one folder (`.stack/` in the checkout for `scripts/dev-stack`,
+a temporary folder for the tests): logs, data, keys and `state.json`, which
+records PIDs, ports and the root token, readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack import attestor, configure, openbao, plugin, postgres
+from devstack.procs import StackError, free_port, free_port_pair, is_alive, stop
+from devstack.vault import Vault
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackState:
+    state_dir: str
+    vault_addr: str
+    root_token: str
+    openbao_pid: int
+    pg_port: int
+    pg_pid: int
+    pg_user: str
+    pg_password: str
+    pg_data_dir: str
+    pg_socket_dir: str
+    attestor_pid: int
+    attestor_socket: str
+    jwks_url: str
+    plugin_sha256: str
+
+    def env(self) -> dict[str, str]:
+        """Administrator environment: root token and superuser, not for agents."""
+        return {
+            "VAULT_ADDR": self.vault_addr,
+            "VAULT_TOKEN": self.root_token,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.pg_port),
+            "PGUSER": self.pg_user,
+            "PGPASSWORD": self.pg_password,
+            "PGDATABASE": "demo",
+            "AGENT_ATTESTOR_SOCKET": self.attestor_socket,
+        }
+
+    def pids(self) -> dict[str, int]:
+        return {
+            "agent-attestor": self.attestor_pid,
+            "openbao": self.openbao_pid,
+            "postgresql": self.pg_pid,
+        }
+
+
+def state_file(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def load(state_dir: Path) -> StackState | None:
+    path = state_file(state_dir)
+    if not path.exists():
+        return None
+    return StackState(**json.loads(path.read_text()))
+
+
+def up(state_dir: Path, *, build: bool = True) -> StackState:
+    """Start every component unless a live stack is already recorded."""
+    current = load(state_dir)
+    if current is not None and all(is_alive(p) for p in current.pids().values()):
+        return current
+    if current is not None:
+        down(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)
+
+    built = plugin.build() if build else plugin.ROOT / "build" / "agent-bridge-plugin"
+    started: dict[str, int] = {}
+    try:
+        return _start_all(state_dir, built, started)
+    except BaseException:
+        for name, pid in reversed(started.items()):
+            if name == "postgresql":
+                postgres.stop(pid, state_dir / "postgres")
+            else:
+                stop(name, pid)
+        raise
+
+
+def _start_all(state_dir: Path, built: Path, started: dict[str, int]) -> StackState:
+    pg = postgres.start(state_dir, free_port())
+    started["postgresql"] = pg.pid
+    att = attestor.start(state_dir, free_port())
+    started["agent-attestor"] = att.pid
+    bao = openbao.start(state_dir, free_port_pair())
+    started["openbao"] = bao.pid
+
+    shiv_root = state_dir / "openbao" / "plugin-root"
+    sha256 = plugin.install(built, bao.plugin_dir, shiv_root)
+    vault = Vault(bao.addr, bao.root_token)
+    plugin.register(vault, sha256, shiv_root)
+    configure.configure(
+        vault,
+        configure.Settings(
+            jwks_url=att.jwks_url,
+            issuer=att.issuer,
+            audience=attestor.AUDIENCE,
+            pg_port=pg.port,
+            pg_user=pg.superuser,
+            pg_password=pg.password,
+        ),
+    )
+    state = StackState(
+        state_dir=str(state_dir),
+        vault_addr=bao.addr,
+        root_token=bao.root_token,
+        openbao_pid=bao.pid,
+        pg_port=pg.port,
+        pg_pid=pg.pid,
+        pg_user=pg.superuser,
+        pg_password=pg.password,
+        pg_data_dir=str(pg.data_dir),
+        pg_socket_dir=str(pg.socket_dir),
+        attestor_pid=att.pid,
+        attestor_socket=str(att.socket_path),
+        jwks_url=att.jwks_url,
+        plugin_sha256=sha256,
+    )
+    _save(state_dir, state)
+    return state
+
+
+def _save(state_dir: Path, state: StackState) -> None:
+    path = state_file(state_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(state), f, indent=2)
+
+
+def down(state_dir: Path) -> None:
+    """Stop what `up` started, by the PIDs it recorded."""
+    state = load(state_dir)
+    if state is None:
+        return
+    errors: list[str] = []
+    for name, pid in state.pids().items():
+        try:
+            if name == "postgresql":
+                postgres.stop(pid, Path(state.pg_data_dir))
+            else:
+                stop(name, pid)
+        except StackError as err:
+            errors.append(str(err))
+    state_file(state_dir).unlink()
+    if errors:
+        raise StackError("; ".join(errors))
+
+
+def status(state_dir: Path) -> dict[str, Any]:
+    state = load(state_dir)
+    if state is None:
+        return {"running": False}
+    procs = {
+        name: {"pid": pid, "alive": is_alive(pid)} for name, pid in state.pids().items()
+    }
+    return {
+        "running": all(p["alive"] for p in procs.values()),
+        "processes": procs,
+        "vault_addr": state.vault_addr,
+        "attestor_socket": state.attestor_socket,
+    }
+
+
+def export_lines(state: StackState) -> str:
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in state.env().items())

@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole suite.
+
+The `stack` fixture starts the embedded stack (PostgreSQL, the attestor,
+OpenBao with the built plugin registered and configured) once per session in
+a temporary folder, so the suite never touches a stack a developer runs in
+`.stack/`. Fixture modules of the individual parts live in `tests/support/`
+and are imported below.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from devstack import stack as devstack  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.StackState]:
+    state_dir = tmp_path_factory.mktemp("stack")
+    state = devstack.up(state_dir)
+    try:
+        yield state
+    finally:
+        devstack.down(state_dir)
