@@ -196,6 +196,15 @@ class Backend(Protocol):
 
     def handle_request(self, request: Request) -> Response | None: ...
 
+    def handle_existence_check(self, request: Request) -> tuple[bool, bool]:
+        """Return (check_found, exists) for a `create` or `update` request.
+
+        Vault calls `HandleExistenceCheck` before a write to choose between
+        the `create` and `update` operations (and ACL capabilities); a path
+        without a check returns (False, False) and Vault sends `update`.
+        """
+        ...
+
     def special_paths(self) -> dict[str, list[str]]: ...
 
     def invalidate(self, key: str) -> None: ...
