@@ -29,3 +29,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.StackSt
         yield state
     finally:
         devstack.down(state_dir)
+
+
+# --- database backend fixtures (plugin/database): a PostgreSQL cluster per
+# session and a backend mount per test, defined in tests/support/database.py.
+from tests.support.database import mount, pg_cluster  # noqa: E402, F401

@@ -1,0 +1,152 @@
+"""Generated user names and passwords, safe to splice into SQL by construction.
+
+User names use only `[a-z0-9_-]` and fit PostgreSQL's 63-byte identifier
+limit, so `psql -U NAME` takes them verbatim. Passwords use letters,
+digits and `-_.`: no quote, backslash, `;` or `%` can reach a statement.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import shlex
+import string
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_IDENTIFIER_BYTES = 63
+PASSWORD_LENGTH = 32
+PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_."
+_NAME_ALPHABET = string.ascii_lowercase + string.digits
+_UNSAFE_NAME_CHARS = re.compile(r"[^a-z0-9_-]")
+_TEMPLATE_ACTION = re.compile(r"\{\{(.*?)\}\}")
+SCRAM_ITERATIONS = 4096
+
+
+@dataclass(frozen=True)
+class NameInputs:
+    """What a user name may be built from."""
+
+    agent: str
+    role: str
+    display_name: str = ""
+
+
+def sanitize_name(text: str) -> str:
+    """Lowercase `text` and replace characters outside `[a-z0-9_-]` with `-`."""
+    return _UNSAFE_NAME_CHARS.sub("-", text.lower())
+
+
+def random_suffix(length: int) -> str:
+    """Return `length` random characters from `[a-z0-9]`."""
+    return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(length))
+
+
+def default_username(inputs: NameInputs) -> str:
+    """Return `v-AGENT-ROLE-RANDOM`, with agent and role cut to 20 characters each.
+
+    Sixteen random characters (about 82 bits) make two names minted in the
+    same second distinct; the whole name is at most 60 bytes.
+    """
+    agent = sanitize_name(inputs.agent)[:20].strip("-") or "agent"
+    role = sanitize_name(inputs.role)[:20].strip("-") or "role"
+    return f"v-{agent}-{role}-{random_suffix(16)}"
+
+
+def render_username(template: str, inputs: NameInputs) -> str:
+    """Render a Vault-style `username_template`, then make the result safe.
+
+    Supported: `{{.Agent}}`, `{{.RoleName}}`, `{{.DisplayName}}`,
+    `{{random N}}`, `{{unix_time}}`, `{{unix_time_millis}}`, `{{uuid}}`,
+    piped through `truncate N`, `lowercase`, `uppercase` and
+    `replace "old" "new"`. Raises ValueError for anything else. The result
+    is lowercased, unsafe characters become `-`, and it is cut to 63 bytes.
+    """
+    if not template:
+        return default_username(inputs)
+
+    def action(found: re.Match[str]) -> str:
+        stages = [stage.strip() for stage in found.group(1).split("|")]
+        value = _template_value(stages[0], inputs)
+        for stage in stages[1:]:
+            value = _template_filter(stage, value)
+        return value
+
+    rendered = sanitize_name(_TEMPLATE_ACTION.sub(action, template))
+    if not rendered:
+        raise ValueError(f"username_template {template!r} renders an empty name")
+    return rendered[:MAX_IDENTIFIER_BYTES]
+
+
+def _template_value(expression: str, inputs: NameInputs) -> str:
+    words = shlex.split(expression)
+    fields = {".Agent": inputs.agent, ".RoleName": inputs.role}
+    fields[".DisplayName"] = inputs.display_name
+    if len(words) == 1 and words[0] in fields:
+        return fields[words[0]]
+    functions: dict[str, Callable[[], str]] = {
+        "unix_time": lambda: str(int(time.time())),
+        "unix_time_millis": lambda: str(int(time.time() * 1000)),
+        "uuid": lambda: str(uuid.uuid4()),
+    }
+    if len(words) == 1 and words[0] in functions:
+        return functions[words[0]]()
+    if len(words) == 2 and words[0] == "random":
+        return random_suffix(_count(words[1]))
+    raise ValueError(f"unsupported username_template expression {expression!r}")
+
+
+def _template_filter(stage: str, value: str) -> str:
+    words = shlex.split(stage)
+    if words == ["lowercase"]:
+        return value.lower()
+    if words == ["uppercase"]:
+        return value.upper()
+    if len(words) == 2 and words[0] == "truncate":
+        return value[: _count(words[1])]
+    if len(words) == 3 and words[0] == "replace":
+        return value.replace(words[1], words[2])
+    raise ValueError(f"unsupported username_template filter {stage!r}")
+
+
+def _count(word: str) -> int:
+    if not word.isdigit() or not 0 < int(word) <= MAX_IDENTIFIER_BYTES:
+        raise ValueError(f"expected a count from 1 to 63, not {word!r}")
+    return int(word)
+
+
+def generate_password(length: int = PASSWORD_LENGTH) -> str:
+    """Return a random password with a lowercase letter, an uppercase letter,
+    a digit and a `-`, for servers that enforce character classes."""
+    required = (string.ascii_lowercase, string.ascii_uppercase, string.digits, "-")
+    while True:
+        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+        if all(any(c in group for c in password) for group in required):
+            return password
+
+
+def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """Return PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5802, 7677).
+
+    PostgreSQL stores a `PASSWORD` value in this format as given, so the
+    plaintext never reaches the server. Passwords generated here are ASCII,
+    which SASLprep leaves unchanged.
+    """
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return (
+        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}"
+        f"${b64(stored_key)}:{b64(server_key)}"
+    )

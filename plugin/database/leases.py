@@ -1,0 +1,50 @@
+"""Records of live credentials, one per generated user.
+
+Vault tracks leases, but a plugin cannot ask Vault which of its leases are
+live. These records let the backend refuse to delete a config whose users
+still exist, and let `tidy` tell orphaned roles from leased ones. A record
+is written after the user is created and deleted when it is revoked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from plugin.framework import get_json, put_json
+from plugin.logical import Storage
+
+LIVE_PREFIX = "database/live/"
+# How long past its max TTL a record still counts as live: Vault retries
+# failed expiry revokes for about 11 minutes before giving up.
+EXPIRED_GRACE = 15 * 60
+
+
+def _key(db_name: str, username: str) -> str:
+    return f"{LIVE_PREFIX}{db_name}/{username}"
+
+
+def record_live(
+    storage: Storage, db_name: str, username: str, record: dict[str, Any]
+) -> None:
+    put_json(storage, _key(db_name, username), record)
+
+
+def forget_live(storage: Storage, db_name: str, username: str) -> None:
+    storage.delete(_key(db_name, username))
+
+
+def load_live(storage: Storage, db_name: str) -> dict[str, dict[str, Any]]:
+    """Return the records of `db_name`, keyed by user name."""
+    records = {}
+    for username in storage.list(f"{LIVE_PREFIX}{db_name}/"):
+        record = get_json(storage, _key(db_name, username))
+        if record is not None:
+            records[username] = dict(record)
+    return records
+
+
+def is_expired(record: dict[str, Any], now: float | None = None) -> bool:
+    """Return whether the record's lease ended long enough ago to be dead."""
+    now = time.time() if now is None else now
+    return float(record.get("expires_max", 0)) + EXPIRED_GRACE < now

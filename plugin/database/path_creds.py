@@ -1,0 +1,223 @@
+"""Path `database/creds/<name>`: mint one PostgreSQL user for the calling agent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from plugin.database.backend import DatabaseBackend
+from plugin.database.config import DatabaseConfig, require_config
+from plugin.database.credentials import (
+    NameInputs,
+    generate_password,
+    render_username,
+    scram_sha256_verifier,
+)
+from plugin.database.errors import RoleNotAllowedError
+from plugin.database.leases import forget_live, record_live
+from plugin.database.postgres import create_user, revoke_user
+from plugin.database.roles import RoleEntry, require_role
+from plugin.database.rollback import WAL_KIND_CREDS
+from plugin.database.secret_creds import expiration_text
+from plugin.framework import (
+    Field,
+    FieldData,
+    FieldType,
+    Path,
+    SecretType,
+    delete_wal,
+    effective_ttls,
+    name_group,
+    put_wal,
+)
+from plugin.identity import Caller, check_allowed, identify_caller
+from plugin.logical import LogicalError, Operation, Request, Response
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Mint:
+    """One credential being minted: who for, and from what."""
+
+    role_name: str
+    role: RoleEntry
+    db_name: str
+    config: DatabaseConfig
+    caller: Caller
+    username: str
+    ttl: int
+    max_ttl: int
+
+
+def creds_paths(backend: DatabaseBackend, secret: SecretType) -> list[Path]:
+    """Return the creds path; `secret` is the type its leases get."""
+    handler = _CredsHandler(backend, secret)
+    return [
+        Path(
+            pattern="database/creds/" + name_group("name"),
+            fields={"name": Field(FieldType.STRING, "Name of the role; no default.")},
+            operations={Operation.READ: handler.read},
+            help_synopsis="Create a PostgreSQL user for the calling agent.",
+            help_description=(
+                "Checks that the caller's agent name matches the role's "
+                "allowed_agents, creates a user with the role's creation "
+                "statements and leases it. The response contains username, "
+                "password, host, port and database."
+            ),
+        )
+    ]
+
+
+class _CredsHandler:
+    def __init__(self, backend: DatabaseBackend, secret: SecretType) -> None:
+        self.backend = backend
+        self.secret = secret
+
+    def read(self, request: Request, data: FieldData) -> Response:
+        role_name = data.get("name")
+        role = require_role(request.storage, role_name)
+        # The caller is checked before anything touches the database.
+        caller = identify_caller(request, self.backend.system)
+        check_allowed(caller, role.allowed_agents, role_name)
+        config = require_config(request.storage, role.db_name)
+        if not config.allows_role(role_name):
+            raise RoleNotAllowedError(
+                f"role {role_name!r} is not in allowed_roles of config "
+                f"{role.db_name!r}: add it there"
+            )
+        ttl, max_ttl = effective_ttls(
+            self.backend.system, role.default_ttl, role.max_ttl
+        )
+        inputs = NameInputs(caller.agent, role_name, request.display_name)
+        mint = Mint(
+            role_name=role_name,
+            role=role,
+            db_name=role.db_name,
+            config=config,
+            caller=caller,
+            username=render_username(config.username_template, inputs),
+            ttl=ttl,
+            max_ttl=max_ttl,
+        )
+        return self._mint(request, mint)
+
+    def _mint(self, request: Request, mint: Mint) -> Response:
+        password = generate_password()
+        issued = time.time()
+        # Written first, so a crash between CREATE ROLE and the lease is
+        # undone by the periodic rollback.
+        wal_id = put_wal(request.storage, WAL_KIND_CREDS, _rollback_data(mint))
+        try:
+            self._create(request, mint, password, issued)
+        except LogicalError as err:
+            logger.error(
+                "create failed: role=%s agent=%s username=%s error=%s",
+                mint.role_name,
+                mint.caller.agent,
+                mint.username,
+                err,
+            )
+            self._roll_back(request, mint, wal_id)
+            raise
+        expires_max = issued + mint.max_ttl if mint.max_ttl else 0
+        record = {
+            "role": mint.role_name,
+            "agent": mint.caller.agent,
+            "token_accessor": request.client_token_accessor,
+            "issued_at": issued,
+            "expires_max": expires_max,
+        }
+        record_live(request.storage, mint.db_name, mint.username, record)
+        delete_wal(request.storage, wal_id)
+        logger.info(
+            "credential issued: role=%s agent=%s username=%s token_accessor=%s "
+            "ttl=%d max_ttl=%d",
+            mint.role_name,
+            mint.caller.agent,
+            mint.username,
+            request.client_token_accessor,
+            mint.ttl,
+            mint.max_ttl,
+        )
+        data = {
+            "username": mint.username,
+            "password": password,
+            **mint.config.endpoint(),
+        }
+        return self.secret.response(
+            data, _internal_data(mint), ttl=mint.ttl, max_ttl=mint.max_ttl
+        )
+
+    def _create(
+        self, request: Request, mint: Mint, password: str, issued: float
+    ) -> None:
+        secret = password
+        if mint.config.sends_verifier():
+            secret = scram_sha256_verifier(password)
+        # Vault's engine adds 5 s so the role outlives its lease slightly.
+        values = {
+            "name": mint.username,
+            "password": secret,
+            "expiration": expiration_text(issued + mint.ttl + 5),
+        }
+        comment = {
+            "db": mint.db_name,
+            "role": mint.role_name,
+            "agent": mint.caller.agent,
+            "token_accessor": request.client_token_accessor,
+            # Alias metadata is the agent's latest login: a concurrent call
+            # of the same agent may have overwritten these two.
+            "alias_tool": mint.caller.metadata.get("tool", ""),
+            "alias_call_id": mint.caller.metadata.get("call_id", ""),
+        }
+        with self.backend.connection(mint.db_name, mint.config) as conn:
+            create_user(conn, mint.role.creation_statements, values, comment)
+
+    def _roll_back(self, request: Request, mint: Mint, wal_id: str) -> None:
+        try:
+            with self.backend.connection(mint.db_name, mint.config) as conn:
+                revoke_user(
+                    conn,
+                    mint.username,
+                    statements=mint.role.rollback_statements,
+                    owner_role=mint.config.owner_role,
+                )
+        except LogicalError as err:
+            # The WAL entry stays; the periodic rollback retries.
+            logger.warning(
+                "rollback failed, retried later: username=%s error=%s",
+                mint.username,
+                err,
+            )
+            return
+        forget_live(request.storage, mint.db_name, mint.username)
+        delete_wal(request.storage, wal_id)
+
+
+def _rollback_data(mint: Mint) -> dict[str, Any]:
+    return {
+        "db_name": mint.db_name,
+        "username": mint.username,
+        "rollback_statements": mint.role.rollback_statements,
+        "owner_role": mint.config.owner_role,
+        "connection": mint.config.conninfo(),
+    }
+
+
+def _internal_data(mint: Mint) -> dict[str, Any]:
+    """Return what revoke and renew need; never the password."""
+    return {
+        "username": mint.username,
+        "db_name": mint.db_name,
+        "role": mint.role_name,
+        "agent": mint.caller.agent,
+        "revocation_statements": mint.role.revocation_statements,
+        "renew_statements": mint.role.renew_statements,
+        "owner_role": mint.config.owner_role,
+        "connection": mint.config.conninfo(),
+        "default_ttl": mint.ttl,
+        "max_ttl": mint.max_ttl,
+    }

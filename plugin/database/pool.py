@@ -1,0 +1,213 @@
+"""A small thread-safe pool of psycopg connections for one connection config.
+
+psycopg is imported on first use, so a mount that never touches a database
+starts without it. A connection failure raises at once instead of waiting
+for a background reconnect, so a revoke against a stopped server fails
+fast and Vault retries it later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plugin.database.errors import (
+    AuthenticationFailedError,
+    DatabaseUnavailableError,
+    StatementFailedError,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5
+CHECKOUT_TIMEOUT = 30.0
+# SQLSTATE classes that mean the server went away, not that a statement failed.
+_UNAVAILABLE_STATES = ("08", "57P")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Limits of one pool; zero `max_lifetime` keeps connections forever."""
+
+    max_open: int = 4
+    max_idle: int = 0
+    max_lifetime: int = 0
+
+
+class ConnectionPool:
+    """Connections to one server, reused across requests and threads."""
+
+    def __init__(
+        self,
+        name: str,
+        params: dict[str, Any],
+        password: str,
+        settings: PoolSettings,
+        tls_files: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self._params = dict(params)
+        self._password = password
+        self._settings = settings
+        self._slots = threading.BoundedSemaphore(max(settings.max_open, 1))
+        self._idle: list[tuple[psycopg.Connection[Any], float]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._tls_dir = _write_tls_files(self._params, tls_files or {})
+
+    @property
+    def target(self) -> str:
+        """The server and user, for messages: `user@host:port/dbname`."""
+        p = self._params
+        host = p.get("host", "localhost")
+        return f"{p.get('user')}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}"
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Lend an autocommit connection; errors become the backend's errors."""
+        if not self._slots.acquire(timeout=CHECKOUT_TIMEOUT):
+            raise DatabaseUnavailableError(
+                f"timed out after {CHECKOUT_TIMEOUT:.0f} s waiting for a free "
+                f"connection to {self.target} (config {self.name!r}); raise "
+                "max_open_connections or retry"
+            )
+        try:
+            conn, born = self._checkout()
+            try:
+                with translate_errors(f"config {self.name!r}", [self._password]):
+                    yield conn
+            except BaseException:
+                conn.close()
+                raise
+            self._checkin(conn, born)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Close idle connections and remove TLS files.
+
+        Connections lent out at the time close when they are returned.
+        """
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+
+    def _checkout(self) -> tuple[psycopg.Connection[Any], float]:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn, born = self._idle.pop()
+            if self._usable(conn, born):
+                return conn, born
+            conn.close()
+        return self._connect(), time.monotonic()
+
+    def _usable(self, conn: psycopg.Connection[Any], born: float) -> bool:
+        lifetime = self._settings.max_lifetime
+        if (
+            conn.closed
+            or conn.broken
+            or (lifetime and time.monotonic() - born > lifetime)
+        ):
+            return False
+        try:
+            # An idle connection may have died with a server restart.
+            conn.execute("SELECT 1")
+        except Exception:  # any failure just means: open a new one
+            return False
+        return True
+
+    def _checkin(self, conn: psycopg.Connection[Any], born: float) -> None:
+        max_idle = self._settings.max_idle or self._settings.max_open
+        with self._lock:
+            healthy = not conn.closed and not conn.broken
+            if healthy and not self._closed and len(self._idle) < max_idle:
+                self._idle.append((conn, born))
+                return
+        conn.close()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        try:
+            return psycopg.connect(
+                **self._params,
+                password=self._password,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+        except psycopg.Error as err:
+            reason = scrub(str(err).strip(), [self._password])
+            logger.warning(
+                "connect failed: config=%s target=%s error=%s",
+                self.name,
+                self.target,
+                reason,
+            )
+            # SQLSTATE class 28: invalid authorization (wrong user or password).
+            failed = (err.sqlstate or "").startswith("28")
+            error = AuthenticationFailedError if failed else DatabaseUnavailableError
+            raise error(
+                f"unable to connect to PostgreSQL {self.target} for config "
+                f"{self.name!r}: {reason}"
+            ) from None
+
+
+@contextlib.contextmanager
+def translate_errors(context: str, secrets: Sequence[str]) -> Iterator[None]:
+    """Turn psycopg errors into the backend's errors, without secrets or SQL text."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as err:
+        state = err.sqlstate or ""
+        primary = err.diag.message_primary or type(err).__name__
+        message = scrub(f"{context}: {primary} (SQLSTATE {state or 'none'})", secrets)
+        if not state or state.startswith(_UNAVAILABLE_STATES):
+            raise DatabaseUnavailableError(
+                f"PostgreSQL unavailable: {message}"
+            ) from None
+        # `from None`: psycopg's own message quotes the failing SQL, which
+        # may contain a password.
+        raise StatementFailedError(f"statement failed: {message}") from None
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """Replace every non-empty secret in `text` with `<redacted>`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _write_tls_files(params: dict[str, Any], pem: dict[str, str]) -> Path | None:
+    """Write PEM values to private files and point libpq at them."""
+    wanted = {k: v for k, v in pem.items() if v}
+    if not wanted:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="agent-bridge-tls-"))
+    for param, text in wanted.items():
+        path = folder / param
+        path.touch(mode=0o600)
+        path.write_text(text)
+        params[param] = str(path)
+    if "sslrootcert" in wanted:
+        params.setdefault("sslmode", "verify-full")
+    return folder

@@ -1,0 +1,162 @@
+"""The SQL the backend runs: create, renew and drop users, rotate the admin password.
+
+Every function takes an autocommit connection from `ConnectionPool` and
+runs multi-statement steps in one transaction, so a failed step leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from plugin.database.sql import (
+    quote_identifier,
+    quote_literal,
+    render,
+    split_statements,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger(__name__)
+
+# Marks the roles this plugin created, in their COMMENT, for `tidy`.
+COMMENT_MARKER = "agent-bridge "
+DEFAULT_RENEW = "ALTER ROLE {{name}} VALID UNTIL {{expiration}}"
+DEFAULT_ROTATE_ROOT = "ALTER ROLE {{name}} WITH PASSWORD {{password}}"
+# pg_terminate_backend(pid, timeout) waits for the session to end (PostgreSQL 14+).
+_TERMINATE_WAIT_MS = 5000
+
+
+def run_statements(
+    conn: psycopg.Connection[Any], statements: list[str], values: Mapping[str, str]
+) -> None:
+    """Render and run `statements` in one transaction."""
+    with conn.transaction():
+        for query in split_statements(statements):
+            conn.execute(render(query, values).encode())
+
+
+def create_user(
+    conn: psycopg.Connection[Any],
+    statements: list[str],
+    values: Mapping[str, str],
+    comment: Mapping[str, str],
+) -> None:
+    """Run the creation statements, then label the new role with `comment`.
+
+    Both run in one transaction, so statements that do not create a role
+    named `values["name"]` fail as a whole.
+    """
+    label = COMMENT_MARKER + json.dumps(dict(comment), sort_keys=True)
+    with conn.transaction():
+        for query in split_statements(statements):
+            conn.execute(render(query, values).encode())
+        role = quote_identifier(values["name"])
+        conn.execute(f"COMMENT ON ROLE {role} IS {quote_literal(label)}".encode())
+
+
+def role_exists(conn: psycopg.Connection[Any], username: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,))
+    return row.fetchone() is not None
+
+
+def drop_user(
+    conn: psycopg.Connection[Any], username: str, owner_role: str = ""
+) -> bool:
+    """Drop a generated role and hand its objects to `owner_role`.
+
+    Blocks new logins, ends the role's sessions, reassigns what it owns
+    (to the connected admin user when `owner_role` is empty), drops its
+    remaining privileges and the role. Returns False when the role was
+    already gone. REASSIGN and DROP OWNED act on the connected database
+    only, so objects the role owns in other databases make DROP ROLE fail.
+    """
+    if not role_exists(conn, username):
+        return False
+    role = quote_identifier(username)
+    owner = quote_identifier(owner_role) if owner_role else "CURRENT_USER"
+    conn.execute(f"ALTER ROLE {role} NOLOGIN".encode())
+    terminate_sessions(conn, username)
+    with conn.transaction():
+        conn.execute(f"REASSIGN OWNED BY {role} TO {owner}".encode())
+        conn.execute(f"DROP OWNED BY {role}".encode())
+        conn.execute(f"DROP ROLE {role}".encode())
+    return True
+
+
+def terminate_sessions(conn: psycopg.Connection[Any], username: str) -> int:
+    """End every session of `username` but ours; return how many were ended."""
+    if conn.info.server_version >= 140000:
+        query = (
+            "SELECT count(pg_terminate_backend(pid, %s)) FROM pg_stat_activity "
+            "WHERE usename = %s AND pid <> pg_backend_pid()"
+        )
+        row = conn.execute(query, (_TERMINATE_WAIT_MS, username)).fetchone()
+    else:
+        query = (
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = %s AND pid <> pg_backend_pid()"
+        )
+        row = conn.execute(query, (username,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def revoke_user(
+    conn: psycopg.Connection[Any],
+    username: str,
+    *,
+    statements: list[str],
+    owner_role: str,
+) -> bool:
+    """Revoke with the role's revocation statements, or `drop_user` without any.
+
+    Returns False when the role was already gone: revoking twice succeeds.
+    """
+    if not statements:
+        return drop_user(conn, username, owner_role)
+    if not role_exists(conn, username):
+        return False
+    run_statements(conn, statements, {"name": username})
+    return True
+
+
+def renew_user(
+    conn: psycopg.Connection[Any],
+    username: str,
+    expiration: str,
+    statements: list[str],
+) -> None:
+    """Move the role's VALID UNTIL to `expiration`."""
+    values = {"name": username, "expiration": expiration}
+    run_statements(conn, statements or [DEFAULT_RENEW], values)
+
+
+def rotate_password(
+    conn: psycopg.Connection[Any],
+    username: str,
+    password_value: str,
+    statements: list[str],
+) -> None:
+    """Set the admin user's password; `password_value` may be a SCRAM verifier."""
+    values = {"name": username, "password": password_value}
+    run_statements(conn, statements or [DEFAULT_ROTATE_ROOT], values)
+
+
+def list_generated_roles(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    """Return the roles this plugin created, each with its decoded COMMENT."""
+    query = (
+        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
+        "WHERE starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), %s)"
+    )
+    roles = {}
+    for name, comment in conn.execute(query, (COMMENT_MARKER,)).fetchall():
+        try:
+            roles[name] = dict(json.loads(comment[len(COMMENT_MARKER) :]))
+        except ValueError:
+            logger.warning("unreadable role comment: username=%s", name)
+    return roles

@@ -1,0 +1,84 @@
+"""Write-ahead-log rollback of half-finished creates and root rotations."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from plugin.database.backend import DatabaseBackend
+from plugin.database.config import load_config, save_config
+from plugin.database.errors import AuthenticationFailedError
+from plugin.database.leases import forget_live
+from plugin.database.postgres import revoke_user
+from plugin.framework import WALRollbackHandler
+from plugin.logical import Request
+
+logger = logging.getLogger(__name__)
+
+WAL_KIND_CREDS = "database-creds"
+WAL_KIND_ROTATE_ROOT = "database-rotate-root"
+
+
+def rollback_handlers(backend: DatabaseBackend) -> dict[str, WALRollbackHandler]:
+    """Return the rollback handler of each WAL kind this backend writes."""
+
+    def creds(request: Request, data: dict[str, Any]) -> None:
+        roll_back_user(backend, request, data)
+
+    def rotate_root(request: Request, data: dict[str, Any]) -> None:
+        finish_root_rotation(backend, request, data)
+
+    return {WAL_KIND_CREDS: creds, WAL_KIND_ROTATE_ROOT: rotate_root}
+
+
+def roll_back_user(
+    backend: DatabaseBackend, request: Request, data: dict[str, Any]
+) -> None:
+    """Drop a user whose create never completed; a missing user is success."""
+    db_name, username = str(data["db_name"]), str(data["username"])
+    config = load_config(request.storage, db_name)
+    if config is None:
+        # Without the config there is no password to connect with; retrying
+        # forever would not help, so the entry is dropped with this line.
+        logger.error(
+            "rollback skipped, drop the user by hand: config=%s username=%s",
+            db_name,
+            username,
+        )
+        return
+    with backend.connection(db_name, config, data.get("connection")) as conn:
+        existed = revoke_user(
+            conn,
+            username,
+            statements=list(data.get("rollback_statements") or []),
+            owner_role=str(data.get("owner_role") or ""),
+        )
+    forget_live(request.storage, db_name, username)
+    logger.info(
+        "orphan rolled back: config=%s username=%s existed=%s",
+        db_name,
+        username,
+        existed,
+    )
+
+
+def finish_root_rotation(
+    backend: DatabaseBackend, request: Request, data: dict[str, Any]
+) -> None:
+    """Store the rotated password if the server took it, else drop the entry."""
+    name = str(data["name"])
+    config = load_config(request.storage, name)
+    if config is None or config.password == data["new_password"]:
+        return
+    candidate = dataclasses.replace(config, password=str(data["new_password"]))
+    try:
+        backend.verify(name, candidate)
+    except AuthenticationFailedError:
+        # The server rejected the new password, so the old one is still valid.
+        logger.info("root rotation had not applied: config=%s", name)
+        return
+    with backend.write_lock:
+        save_config(request.storage, name, candidate)
+    backend.close_pool(name)
+    logger.info("root rotation completed from the WAL: config=%s", name)
