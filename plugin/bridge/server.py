@@ -1,0 +1,134 @@
+"""Start the plugin process the way Vault expects, serve, and stop cleanly.
+
+Order matters: the magic cookie is checked before anything else runs, the
+gRPC server and the TLS relay are listening before the handshake line
+tells Vault where to connect, and every socket lives in one private folder
+that is removed on every exit path the process controls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import grpc
+
+from plugin.bridge import handshake, hclog, lifecycle, rpc, tls
+from plugin.bridge.backend_service import BackendService
+from plugin.bridge.broker import Broker
+from plugin.bridge.services import HousekeepingServices
+from plugin.bridge.tlsproxy import TlsProxy
+from plugin.bridge.version import plugin_version
+from plugin.logical import Backend
+
+logger = logging.getLogger(__name__)
+
+# Long-lived streams (broker, stdio) hold a worker each; the rest serve
+# requests, which Vault sends concurrently (revokes in particular).
+MAX_WORKERS = 64
+STOP_GRACE_SECONDS = 1.0
+
+
+@dataclass
+class _Running:
+    server: grpc.Server
+    proxy: TlsProxy | None
+    backends: BackendService
+    housekeeping: HousekeepingServices
+
+
+def serve(factory: Callable[[], Backend]) -> NoReturn:
+    """Serve backends made by `factory` to Vault until told to stop, then exit."""
+    handshake.prepare_process()
+    hclog.configure()
+    try:
+        handshake.check_protocol_version(os.environ)
+    except handshake.HandshakeError as err:
+        logger.error("plugin cannot start", extra={"error": str(err)})
+        sys.exit(1)
+
+    life = lifecycle.Lifecycle()
+    life.install_signal_handlers()
+    work_dir = lifecycle.make_work_dir(os.environ.get("PLUGIN_UNIX_SOCKET_DIR") or None)
+    code = 1
+    try:
+        running = _start(factory, work_dir, life)
+        reason = life.wait()
+        _stop(running)
+        logger.info("plugin stopped", extra={"reason": reason})
+        code = 0
+    except Exception:
+        logger.exception("plugin failed")
+    finally:
+        lifecycle.remove_work_dir(work_dir)
+        logging.shutdown()
+    # Worker threads may still sit in a backend call that never returns; the
+    # process must exit anyway, because no one else will stop it.
+    os._exit(code)
+
+
+def _start(
+    factory: Callable[[], Backend], work_dir: Path, life: lifecycle.Lifecycle
+) -> _Running:
+    advertised = str(work_dir / "plugin.sock")
+    peer_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
+    proxy: TlsProxy | None = None
+    cert_b64 = ""
+    grpc_path = advertised
+    if peer_cert:
+        identity = tls.generate_identity()
+        proxy = TlsProxy(
+            tls.server_context(identity, peer_cert, work_dir),
+            tls.client_context(identity, peer_cert, work_dir),
+        )
+        cert_b64 = identity.cert_b64()
+        grpc_path = str(work_dir / "grpc.sock")
+    else:
+        logger.warning("PLUGIN_CLIENT_CERT is not set; serving without TLS")
+
+    broker = Broker(work_dir, proxy)
+    backends = BackendService(factory, broker, plugin_version())
+    housekeeping = HousekeepingServices(life.request_stop)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
+        handlers=[broker.handler(), *backends.handlers(), *housekeeping.handlers()],
+        options=rpc.CHANNEL_OPTIONS,
+    )
+    server.add_insecure_port(f"unix:{grpc_path}")
+    server.start()
+    if proxy is not None:
+        proxy.serve_tls(advertised, grpc_path)
+        proxy.start()
+    _set_socket_group(advertised, work_dir)
+
+    handshake.write_handshake(handshake.handshake_line(advertised, cert_b64))
+    housekeeping.capture_stdout()
+    logger.debug("plugin serving", extra={"address": advertised, "pid": os.getpid()})
+    return _Running(server, proxy, backends, housekeeping)
+
+
+def _stop(running: _Running) -> None:
+    running.housekeeping.stopping.set()
+    running.server.stop(STOP_GRACE_SECONDS).wait(STOP_GRACE_SECONDS + 1)
+    running.backends.cleanup_all()
+    if running.proxy is not None:
+        running.proxy.stop()
+
+
+def _set_socket_group(socket_path: str, work_dir: Path) -> None:
+    """Let a group reach the socket when Vault names one, as go-plugin does."""
+    group = os.environ.get("PLUGIN_UNIX_SOCKET_GROUP", "")
+    if not group:
+        return
+    import grp
+
+    gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    for path, mode in ((str(work_dir), 0o710), (socket_path, 0o660)):
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)

@@ -1,0 +1,1 @@
+"""Test-only backends and entry points for the plugin bridge."""
