@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from plugin.logical import PermissionDeniedError
-from tests.support.database import Mount, configure
+from plugin.logical import (
+    BadRequestError,
+    Entity,
+    EntityAlias,
+    LogicalError,
+    PermissionDeniedError,
+)
+from tests.support.database import HOUR, FakeSystemView, Mount, configure, new_mount
 from tests.support.postgres import Cluster, connect
 
 READONLY = (
@@ -83,3 +93,164 @@ def test_creds_denied_for_other_agent(mount: Mount, pg_cluster: Cluster) -> None
     with connect(pg_cluster) as conn:
         after = conn.execute("SELECT count(*) FROM pg_roles").fetchone()
     assert before == after
+
+
+def test_creds_denied_without_entity(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+
+    with pytest.raises(PermissionDeniedError, match="no identity entity"):
+        mount.read("database/creds/demo-readonly")
+
+
+def test_empty_allowed_agents_denies_all(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount, allowed_agents=[])
+
+    with pytest.raises(PermissionDeniedError, match="allows no agents"):
+        mount.creds("demo-readonly", "dev")
+
+
+def test_alias_on_other_mount_denied(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+    entity_id = mount.system.add_agent("dev")
+    entity = mount.system.entities[entity_id]
+    other = EntityAlias("dev", "auth_userpass_1", "userpass")
+    mount.system.entities[entity_id] = Entity(entity.id, entity.name, (other,))
+
+    with pytest.raises(PermissionDeniedError, match="no alias on the JWT auth mount"):
+        mount.read("database/creds/demo-readonly", entity_id=entity_id)
+
+
+def test_nasty_admin_password_works(mount: Mount, pg_cluster: Cluster) -> None:
+    nasty = "Zq{7}*'a@b/c%:d\""
+    with connect(pg_cluster) as conn:
+        conn.execute("DROP ROLE IF EXISTS nasty_admin")
+        conn.execute(
+            sql.SQL("CREATE ROLE nasty_admin SUPERUSER LOGIN PASSWORD {}").format(nasty)
+        )
+    configure(mount, pg_cluster, username="nasty_admin", password=nasty)
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+    with login(pg_cluster, response.data) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert response.secret is not None
+    mount.revoke(response.secret)
+    assert not role_exists(pg_cluster, response.data["username"])
+
+
+def test_scram_verifier_login_works(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster, password_authentication="scram-sha-256")
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+    with connect(pg_cluster) as conn:
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+            (response.data["username"],),
+        ).fetchone()
+    assert row is not None and row[0].startswith("SCRAM-SHA-256$4096:")
+    with login(pg_cluster, response.data) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+def test_long_agent_names_unique(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    agent = "agent-" + "x" * 61
+    assert len(agent) == 67
+    add_role(mount, allowed_agents="agent-*")
+
+    first = mount.creds("demo-readonly", agent)
+    second = mount.creds("demo-readonly", agent)
+    names = [first.data["username"], second.data["username"]]
+    assert names[0] != names[1]
+    for response in (first, second):
+        name = response.data["username"]
+        assert len(name.encode()) <= 63
+        assert re.fullmatch(r"[a-z0-9_-]+", name)
+        with login(pg_cluster, response.data) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (name,)
+        assert response.secret is not None
+        mount.revoke(response.secret)
+
+
+def test_role_comment_names_agent(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+    with connect(pg_cluster) as conn:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+            "WHERE rolname = %s",
+            (response.data["username"],),
+        ).fetchone()
+    assert row is not None
+    comment = json.loads(row[0].removeprefix("agent-bridge "))
+    assert comment["agent"] == "dev"
+    assert comment["role"] == "demo-readonly"
+    assert comment["token_accessor"] == "accessor-dev"
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+def test_max_ttl_caps_lease_and_renew(pg_cluster: Cluster) -> None:
+    mount = new_mount(FakeSystemView(default_ttl=768 * HOUR, max_ttl=768 * HOUR))
+    configure(mount, pg_cluster)
+    add_role(mount, max_ttl="10m")
+
+    response = mount.creds("demo-readonly", "dev")
+    secret = response.secret
+    assert secret is not None
+    assert secret.lease.ttl <= 600
+    assert secret.lease.max_ttl == 600
+
+    secret.lease.issue_time = time.time() - 590
+    secret.lease.increment = 3600
+    renewed = mount.renew(secret)
+    assert renewed is not None and renewed.secret is not None
+    assert 0 < renewed.secret.lease.ttl <= 10
+    with connect(pg_cluster) as conn:
+        row = conn.execute(
+            "SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s",
+            (response.data["username"],),
+        ).fetchone()
+    assert row is not None
+    assert row[0].timestamp() <= time.time() + 10 + 5 + 1
+
+    secret.lease.issue_time = time.time() - 601
+    with pytest.raises(BadRequestError, match="max TTL"):
+        mount.renew(secret)
+    mount.revoke(secret)
+    mount.backend.cleanup()
+
+
+def test_role_default_ttl_sets_lease(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount, default_ttl="5m", max_ttl="1h")
+
+    secret = mount.creds("demo-readonly", "dev").secret
+    assert secret is not None
+    assert secret.lease.ttl == 300
+    assert secret.lease.max_ttl == 3600
+    assert secret.lease.renewable
+    assert secret.lease.issue_time > 0
+    mount.revoke(secret)
+
+
+def test_revoke_without_config_fails_clearly(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+    secret = mount.creds("demo-readonly", "dev").secret
+    assert secret is not None
+    mount.storage.delete("database/config/pg")
+
+    with pytest.raises(LogicalError, match="database config 'pg' was deleted"):
+        mount.revoke(secret)
+
+    configure(mount, pg_cluster)
+    mount.revoke(secret)

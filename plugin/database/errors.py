@@ -1,41 +1,39 @@
-"""Errors of the database backend, one class per failed check."""
+"""Errors of the database backend, one class per failed check.
+
+Each class derives from `DatabaseError` and from the `plugin.logical`
+error of the HTTP status it maps to.
+"""
 
 from __future__ import annotations
 
-from plugin.logical import BadRequestError, ErrorKind, LogicalError
+from plugin.logical import BadRequestError, LogicalError, PermissionDeniedError
 
 
 class DatabaseError(LogicalError):
-    """Base of the database backend's errors."""
+    """Base of the database backend's errors; a 500 unless a subclass says else."""
 
 
-class ConfigNotFoundError(DatabaseError):
+class ConfigNotFoundError(DatabaseError, BadRequestError):
     """A role or lease refers to a connection config that does not exist."""
 
-    kind = ErrorKind.BAD_REQUEST
 
-
-class RoleNotFoundError(DatabaseError):
+class RoleNotFoundError(DatabaseError, BadRequestError):
     """A request names a role that does not exist."""
 
-    kind = ErrorKind.BAD_REQUEST
 
-
-class RoleNotAllowedError(DatabaseError):
+class RoleNotAllowedError(DatabaseError, PermissionDeniedError):
     """A connection config's allowed_roles does not include the role."""
 
-    kind = ErrorKind.PERMISSION_DENIED
 
-
-class ConfigInUseError(BadRequestError):
+class ConfigInUseError(DatabaseError, BadRequestError):
     """A config cannot be deleted while credentials minted from it are live."""
 
 
-class InvalidConfigError(BadRequestError):
+class InvalidConfigError(DatabaseError, BadRequestError):
     """A connection config value is invalid."""
 
 
-class InvalidRoleError(BadRequestError):
+class InvalidRoleError(DatabaseError, BadRequestError):
     """A role definition is invalid."""
 
 

@@ -160,8 +160,9 @@ class ConnectionPool:
                 self.target,
                 reason,
             )
-            # SQLSTATE class 28: invalid authorization (wrong user or password).
-            failed = (err.sqlstate or "").startswith("28")
+            # libpq reports connection failures without a SQLSTATE (psycopg
+            # 3.3), so a rejected password is recognised by its message.
+            failed = "authentication failed" in reason
             error = AuthenticationFailedError if failed else DatabaseUnavailableError
             raise error(
                 f"unable to connect to PostgreSQL {self.target} for config "

@@ -1,0 +1,140 @@
+"""Revocation edge cases: owned objects, open sessions, a stopped server, orphans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from plugin.framework import put_wal
+from plugin.logical import LogicalError, Operation
+from tests.support.database import Mount, configure, new_mount
+from tests.support.postgres import Cluster, connect, start_cluster
+from tests.test_database_creds import add_role, login, role_exists
+
+APP_ROLE = (
+    """CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' """
+    """VALID UNTIL '{{expiration}}';
+    GRANT USAGE, CREATE ON SCHEMA app TO "{{name}}";
+    GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA app TO "{{name}}";
+    GRANT USAGE ON ALL SEQUENCES IN SCHEMA app TO "{{name}}";"""
+)
+
+
+def prepare_app_schema(cluster: Cluster) -> None:
+    with connect(cluster) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS app CASCADE")
+        conn.execute("DROP ROLE IF EXISTS app_owner")
+        conn.execute("CREATE ROLE app_owner NOLOGIN")
+        conn.execute("CREATE SCHEMA app AUTHORIZATION app_owner")
+        conn.execute("CREATE TABLE app.t (id serial PRIMARY KEY, v text)")
+        conn.execute("ALTER TABLE app.t OWNER TO app_owner")
+
+
+def owner_of(cluster: Cluster, table: str) -> Any:
+    with connect(cluster) as conn:
+        row = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = 'app' "
+            "AND tablename = %s",
+            (table,),
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_revoke_reassigns_owned_objects(mount: Mount, pg_cluster: Cluster) -> None:
+    prepare_app_schema(pg_cluster)
+    configure(mount, pg_cluster, owner_role="app_owner")
+    add_role(mount, "app-writer", creation_statements=APP_ROLE)
+    response = mount.creds("app-writer", "dev")
+    session = login(pg_cluster, response.data)
+    session.execute("INSERT INTO app.t (v) VALUES ('x')")
+    session.execute("CREATE TABLE app.scratch (n int)")
+    assert owner_of(pg_cluster, "scratch") == response.data["username"]
+
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+    assert not role_exists(pg_cluster, response.data["username"])
+    assert owner_of(pg_cluster, "scratch") == "app_owner"
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")
+    session.close()
+
+
+def test_rollback_drops_orphan(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    with connect(pg_cluster) as conn:
+        conn.execute('CREATE ROLE "v-dev-orphan-1" LOGIN')
+    put_wal(
+        mount.storage,
+        "database-creds",
+        {"db_name": "pg", "username": "v-dev-orphan-1", "rollback_statements": []},
+    )
+
+    mount.request(Operation.ROLLBACK, "", {"immediate": True})
+
+    assert not role_exists(pg_cluster, "v-dev-orphan-1")
+    assert mount.storage.list("wal/") == []
+
+
+def test_rollback_waits_for_min_age(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    with connect(pg_cluster) as conn:
+        conn.execute('CREATE ROLE "v-dev-young-1" LOGIN')
+    put_wal(
+        mount.storage, "database-creds", {"db_name": "pg", "username": "v-dev-young-1"}
+    )
+
+    mount.request(Operation.ROLLBACK, "")
+
+    assert role_exists(pg_cluster, "v-dev-young-1")
+    mount.request(Operation.ROLLBACK, "", {"immediate": True})
+    assert not role_exists(pg_cluster, "v-dev-young-1")
+
+
+def test_tidy_drops_unleased_roles(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+    kept = mount.creds("demo-readonly", "dev")
+    orphan = mount.creds("demo-readonly", "dev")
+    # Losing the live record stands for a lease Vault never registered.
+    mount.storage.delete(f"database/live/pg/{orphan.data['username']}")
+
+    response = mount.write("database/tidy")
+
+    assert response is not None
+    assert response.data["dropped"]["pg"] == [orphan.data["username"]]
+    assert role_exists(pg_cluster, kept.data["username"])
+    assert not role_exists(pg_cluster, orphan.data["username"])
+    assert kept.secret is not None
+    mount.revoke(kept.secret)
+
+
+@pytest.fixture
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster this test may stop and start without disturbing the others."""
+    cluster = start_cluster(tmp_path_factory.mktemp("pg-down"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_revoke_retries_after_outage(own_cluster: Cluster) -> None:
+    mount = new_mount()
+    configure(mount, own_cluster)
+    add_role(mount)
+    response = mount.creds("demo-readonly", "dev")
+    assert response.secret is not None
+
+    own_cluster.stop()
+    with pytest.raises(LogicalError, match="unable to connect") as failure:
+        mount.revoke(response.secret)
+    assert failure.value.kind.value == "internal"
+
+    own_cluster.start()
+    mount.revoke(response.secret)
+    assert not role_exists(own_cluster, response.data["username"])
+    mount.backend.cleanup()
