@@ -1,0 +1,56 @@
+locals {
+  database_backend = "${vault_mount.agent_creds.path}/database"
+
+  # A role's allowed agents are the agents that list it, so var.agents is
+  # the one place that grants a role.
+  allowed_agents = {
+    for role in keys(var.database_roles) :
+    role => sort([for name, agent in var.agents : name if contains(agent.roles, role)])
+  }
+}
+
+resource "vault_database_secret_backend_connection" "postgres" {
+  backend           = local.database_backend
+  name              = var.postgres.connection_name
+  allowed_roles     = keys(var.database_roles)
+  verify_connection = true
+
+  postgresql {
+    connection_url       = "postgresql://{{username}}:{{password}}@${var.postgres.host}:${var.postgres.port}/${var.postgres.database}?sslmode=${var.postgres.sslmode}"
+    username             = var.postgres.username
+    password             = var.postgres_password
+    max_open_connections = var.postgres.max_open_connections
+  }
+}
+
+resource "vault_database_secret_backend_role" "role" {
+  for_each = var.database_roles
+
+  backend               = local.database_backend
+  name                  = each.key
+  db_name               = vault_database_secret_backend_connection.postgres.name
+  creation_statements   = each.value.creation_statements
+  revocation_statements = each.value.revocation_statements
+  default_ttl           = each.value.default_ttl
+  max_ttl               = each.value.max_ttl
+}
+
+# The typed role resource cannot send allowed_agents. The plugin merges a
+# role update with the stored role, so this second write on the same path
+# sets only allowed_agents and keeps what the typed resource wrote. It is
+# replaced whenever the typed role changes, because a recreated role starts
+# with no allowed agents.
+resource "vault_generic_endpoint" "role_agents" {
+  for_each = var.database_roles
+
+  path                 = "${local.database_backend}/roles/${each.key}"
+  data_json            = jsonencode({ allowed_agents = local.allowed_agents[each.key] })
+  ignore_absent_fields = true
+  disable_delete       = true
+
+  depends_on = [vault_database_secret_backend_role.role]
+
+  lifecycle {
+    replace_triggered_by = [vault_database_secret_backend_role.role[each.key]]
+  }
+}

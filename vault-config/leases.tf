@@ -1,0 +1,28 @@
+# Deleting a connection or role first would leave its outstanding leases
+# unable to revoke their database users. Terraform destroys this resource
+# before everything it depends on, so its provisioner revokes every lease of
+# the mount (synchronously: each plugin revoke finishes) while the
+# connections and roles still exist. VAULT_ADDR and VAULT_TOKEN come from
+# Terraform's own environment.
+resource "terraform_data" "revoke_leases_on_destroy" {
+  input = {
+    prefix    = "${vault_mount.agent_creds.path}/"
+    vault_cli = var.vault_cli
+  }
+
+  depends_on = [
+    vault_database_secret_backend_connection.postgres,
+    vault_database_secret_backend_role.role,
+    vault_generic_endpoint.role_agents,
+    vault_generic_endpoint.identity_config,
+  ]
+
+  provisioner "local-exec" {
+    when    = destroy
+    command = "\"$VAULT_CLI\" lease revoke -sync -prefix \"$LEASE_PREFIX\""
+    environment = {
+      VAULT_CLI    = self.input.vault_cli
+      LEASE_PREFIX = self.input.prefix
+    }
+  }
+}

@@ -1,0 +1,144 @@
+variable "plugin_sha256" {
+  description = "SHA-256 (hex) of the agent-bridge plugin file in the server's plugin_directory."
+  type        = string
+}
+
+variable "plugin_command" {
+  description = "File name of the plugin, relative to the server's plugin_directory."
+  type        = string
+  default     = "agent-bridge-plugin"
+}
+
+variable "plugin_version" {
+  description = "Semantic version to register the plugin under (for example v0.1.0); empty registers it unversioned."
+  type        = string
+  default     = ""
+}
+
+variable "plugin_env" {
+  description = "KEY=VALUE environment entries for the plugin process, for example SHIV_ROOT=/var/lib/openbao/shiv."
+  type        = list(string)
+  default     = []
+}
+
+variable "mount_path" {
+  description = "Path of the agent-bridge secrets engine mount."
+  type        = string
+  default     = "agent-creds"
+}
+
+variable "mount_default_lease_ttl_seconds" {
+  description = "Default lease TTL of the mount in seconds; bounds credentials whose role sets none."
+  type        = number
+  default     = 300
+}
+
+variable "mount_max_lease_ttl_seconds" {
+  description = "Maximum lease TTL of the mount in seconds; no credential outlives it."
+  type        = number
+  default     = 3600
+}
+
+variable "jwt_path" {
+  description = "Path of the JWT auth method that accepts the attestor's tokens."
+  type        = string
+  default     = "jwt"
+}
+
+variable "jwks_url" {
+  description = "URL of the attestor's JWKS (for example http://127.0.0.1:8300/.well-known/jwks.json); null when jwt_validation_pubkeys is used."
+  type        = string
+  default     = null
+}
+
+variable "jwt_validation_pubkeys" {
+  description = "PEM public keys of the attestor, for hosts where Vault cannot reach the JWKS URL; empty when jwks_url is used."
+  type        = list(string)
+  default     = []
+}
+
+variable "bound_issuer" {
+  description = "Required `iss` claim: the attestor's issuer URL."
+  type        = string
+}
+
+variable "jwt_supported_algs" {
+  description = "JWT signing algorithms Vault accepts; the attestor signs with ES256."
+  type        = list(string)
+  default     = ["ES256"]
+}
+
+variable "agents" {
+  description = <<-EOT
+    Agents by name (the JWT `sub` and `agent` claims). roles are database
+    roles and aws_roles AWS roles the agent may use. token_ttl bounds each
+    call's Vault token (and so every credential minted with it) and
+    token_max_ttl is the longest allowed call; both in seconds. The leeways
+    are seconds of clock skew accepted on JWT claims: 0 would mean Vault's
+    defaults (60 s, 150 s, 150 s) and is rejected by the applier's lint.
+  EOT
+  type = map(object({
+    roles             = optional(list(string), [])
+    aws_roles         = optional(list(string), [])
+    audience          = optional(string, "agent-bridge")
+    token_ttl         = optional(number, 120)
+    token_max_ttl     = optional(number, 3600)
+    token_bound_cidrs = optional(list(string), [])
+    clock_skew_leeway = optional(number, 5)
+    expiration_leeway = optional(number, 5)
+    not_before_leeway = optional(number, 5)
+  }))
+}
+
+variable "postgres" {
+  description = "PostgreSQL server the database roles create users in, reached by Vault with an administrator account."
+  type = object({
+    connection_name      = optional(string, "postgres")
+    host                 = string
+    port                 = optional(number, 5432)
+    database             = string
+    username             = string
+    sslmode              = optional(string, "prefer")
+    max_open_connections = optional(number, 4)
+  })
+}
+
+variable "postgres_password" {
+  description = "Password of the PostgreSQL administrator account in var.postgres.username."
+  type        = string
+  sensitive   = true
+}
+
+variable "database_roles" {
+  description = <<-EOT
+    Database roles by name. creation_statements run as the administrator
+    with {{name}}, {{password}} and {{expiration}} filled in; TTLs are in
+    seconds. The agents allowed to use a role are those listing it in
+    var.agents.
+  EOT
+  type = map(object({
+    creation_statements   = list(string)
+    revocation_statements = optional(list(string), [])
+    default_ttl           = optional(number, 300)
+    max_ttl               = optional(number, 3600)
+  }))
+  default = {}
+}
+
+variable "vault_cli" {
+  description = "Vault or OpenBao CLI (vault or bao) that revokes the mount's leases on destroy."
+  type        = string
+  default     = "vault"
+}
+
+variable "audit_device_via_api" {
+  description = "Enable the file audit device through the API. HashiCorp Vault allows this; OpenBao 2.7 accepts audit devices only from its server configuration (see openbao-audit.hcl)."
+  type        = bool
+  default     = false
+}
+
+variable "audit_file_path" {
+  description = "File the API-enabled audit device writes to, when audit_device_via_api is true."
+  type        = string
+  default     = "/var/log/vault/agent-bridge-audit.log"
+}
