@@ -1,0 +1,106 @@
+"""Read a process's parent chain from /proc.
+
+Callers of one agent share most of their parent chain, so each ancestor read
+is cached for a short time under its (pid, start time). A cache entry is
+reused only while the ancestor's exe link and cmdline are unchanged: an exec
+always changes one of them. A uid change through setuid(2) shows after at
+most `ANCESTOR_TTL` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+from attestor.files import read_exe, resolve_script
+from attestor.hashing import HashCache
+from attestor.interpreters import find_script
+from attestor.process import AncestorInfo, AttestationError
+from attestor.procfs import ProcessGoneError, ProcFS
+
+ANCESTOR_TTL = 2.0
+_CACHE_ENTRIES = 4096
+
+_CacheEntry = tuple[AncestorInfo, tuple[str, list[str]], float]
+
+
+class AncestorReader:
+    """Walks the ppid links from a process towards pid 1."""
+
+    def __init__(self, procfs: ProcFS, hashes: HashCache, *, max_depth: int) -> None:
+        self.procfs = procfs
+        self.hashes = hashes
+        self.max_depth = max_depth
+        self._cache: dict[tuple[int, int], _CacheEntry] = {}
+        self._lock = threading.Lock()
+
+    def read_chain(self, ppid: int, child_start: int) -> tuple[AncestorInfo, ...]:
+        """Return the ancestors of a process started at `child_start`, parent first.
+
+        The chain ends early where an ancestor exited during the walk.
+        """
+        chain: list[AncestorInfo] = []
+        pid = ppid
+        while pid > 0 and len(chain) < self.max_depth:
+            try:
+                stat = self.procfs.stat(pid)
+                # A parent cannot start after its child: a later start time
+                # means the pid now names an unrelated process.
+                if stat.start_time > child_start:
+                    break
+                chain.append(self._ancestor(pid, stat.start_time))
+            except ProcessGoneError:
+                break
+            pid, child_start = stat.ppid, stat.start_time
+        return tuple(chain)
+
+    def _ancestor(self, pid: int, start_time: int) -> AncestorInfo:
+        link = self._exe_link_or_empty(pid)
+        cmdline = self.procfs.cmdline(pid) if link else []
+        key = (pid, start_time)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and cached[1] == (link, cmdline) and cached[2] > now:
+            return cached[0]
+
+        ancestor = self._read_ancestor(pid, start_time, link, cmdline)
+        with self._lock:
+            if len(self._cache) >= _CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = (ancestor, (link, cmdline), now + ANCESTOR_TTL)
+        return ancestor
+
+    def _exe_link_or_empty(self, pid: int) -> str:
+        try:
+            return self.procfs.exe_link(pid)
+        except PermissionError:
+            # Some processes are not readable without CAP_SYS_PTRACE.
+            return ""
+        except ProcessGoneError:
+            # Kernel threads have no executable; a process that exited is
+            # caught by the caller's next read.
+            return ""
+
+    def _read_ancestor(
+        self, pid: int, start_time: int, link: str, cmdline: list[str]
+    ) -> AncestorInfo:
+        uid = self.procfs.status(pid).uids[1]
+        sha256 = None
+        if link:
+            with contextlib.suppress(AttestationError, ProcessGoneError, ValueError):
+                sha256 = read_exe(self.procfs, self.hashes, pid)[1].sha256
+
+        ref = find_script(link, cmdline)
+        script = (
+            None if ref is None else resolve_script(self.procfs, pid, ref, hashes=None)
+        )
+        return AncestorInfo(
+            pid=pid,
+            uid=uid,
+            exe=link,
+            exe_sha256=sha256,
+            start_time=start_time,
+            script=script,
+        )
