@@ -1,0 +1,304 @@
+"""`agent-exec`: run one command with credentials minted for that call alone.
+
+The steps run in this order. Find the command first, so a typo mints
+nothing. Get a JWT from the attestor, log in to Vault with it and fork the
+watchdog. Check every role, then read each role's credentials. Run the
+command with them in its environment while a thread renews the token and
+leases. Then revoke every lease and the token, which also happens after any
+failure that follows the login.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TypeVar
+
+from attestor.client import AttestorError, IssuedToken, request_token
+from attestor.exec_audit import AuditRecord, Stopwatch
+from attestor.exec_child import FORWARDED, ChildResult, ChildRunner, ChildSpec
+from attestor.exec_command import resolve_command
+from attestor.exec_env import child_environ
+from attestor.exec_errors import (
+    DeniedError,
+    ExecError,
+    ExitCode,
+    InterruptedBySignalError,
+    UnavailableError,
+)
+from attestor.exec_options import Options, parse_options
+from attestor.exec_renew import Renewable, Renewer
+from attestor.exec_revoke import RevocationReport, revoke_call
+from attestor.exec_roles import Role, parse_role, resolve_roles
+from attestor.exec_vault import Lease, Login, VaultClient
+from attestor.exec_watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+# Attestor failures that are a decision about the caller, not an outage.
+ATTESTOR_DENIALS = frozenset({"no_matching_agent", "process_changed", "bad_request"})
+PR_SET_DUMPABLE = 4
+T = TypeVar("T")
+
+
+class Call:
+    """One agent-exec invocation and everything it minted."""
+
+    def __init__(self, options: Options, inherited_ignored: frozenset[int]) -> None:
+        self.options = options
+        self.inherited_ignored = inherited_ignored
+        self.record = AuditRecord()
+        self.stopwatch = Stopwatch(self.record.timings_ms)
+        self.vault: VaultClient | None = None
+        self.login: Login | None = None
+        self.watchdog: Watchdog | None = None
+        self.renewer: Renewer | None = None
+        self.leases: list[tuple[Role, Lease]] = []
+        self.error: ExecError | None = None
+        self.child: ChildResult | None = None
+        self.report: RevocationReport | None = None
+
+    def execute(self) -> int:
+        """Run the whole call and return agent-exec's exit code."""
+        _set_signal_handlers(_raise_interrupted)
+        try:
+            self._prepare()
+            self._run_command()
+        except ExecError as err:
+            self.error = err
+        except Exception as err:  # a bug: still revoke, then report it
+            log.debug("unexpected error", exc_info=True)
+            self.error = ExecError(f"internal error: {type(err).__name__}: {err}")
+        finally:
+            # Revocation must run to the end; a second Ctrl-C must not stop it.
+            _set_signal_handlers(signal.SIG_IGN)
+            self._finish()
+        return self._exit_code()
+
+    def _prepare(self) -> None:
+        options = self.options
+        program = resolve_command(options.command[0], os.environ.get("PATH"))
+        self.record.program = program
+        specs = [parse_role(value) for value in options.roles]
+
+        issued = self._attest()
+        _set_non_dumpable()
+        vault = VaultClient(options.vault_addr, namespace=options.namespace)
+        self.vault = vault
+        self.login = self._login(vault, issued)
+        self.watchdog = Watchdog.start(vault)
+
+        roles = self._check(lambda: resolve_roles(vault, options.mount, specs))
+        self.record.roles = [str(role) for role in roles]
+        self.stopwatch.lap("resolve_roles")
+        for role in roles:
+            self._mint(vault, role)
+        self.stopwatch.lap("mint")
+        self.record.decision = "allowed"
+
+    def _attest(self) -> IssuedToken:
+        options = self.options
+        try:
+            issued = request_token(
+                options.attestor_socket,
+                tool=options.tool,
+                on_behalf_of=options.on_behalf_of,
+            )
+        except AttestorError as err:
+            if err.code in ATTESTOR_DENIALS:
+                self.record.decision = "denied"
+                self.record.reason = f"attestor: {err.code}"
+                raise DeniedError(f"the attestor rejected this process: {err}") from err
+            raise UnavailableError(f"attestor request failed: {err}") from err
+        self.record.call_id = issued.jti
+        self.record.agent = issued.agent
+        self.record.set_claims(issued.token)
+        self.stopwatch.lap("attest")
+        return issued
+
+    def _login(self, vault: VaultClient, issued: IssuedToken) -> Login:
+        mount = self.options.auth_mount
+        login = self._check(lambda: vault.login_jwt(mount, issued.agent, issued.token))
+        self.record.token_accessor = login.accessor
+        self.record.policies = list(login.policies)
+        self.stopwatch.lap("login")
+        return login
+
+    def _mint(self, vault: VaultClient, role: Role) -> None:
+        assert self.watchdog is not None
+        params = {"ttl": str(self.options.ttl)} if self.options.ttl else None
+        lease = self._check(lambda: vault.read_creds(role.path, params))
+        self.leases.append((role, lease))
+        self.record.lease_ids.append(lease.lease_id)
+        self.watchdog.add_lease(lease.lease_id)
+        log.info("minted role=%s lease_id=%s ttl=%d", role, lease.lease_id, lease.ttl)
+        if self.options.ttl and lease.ttl > self.options.ttl:
+            log.warning(
+                "the lease of %s lasts %d s, not the %d s requested with --ttl: "
+                "the plugin ignored the request",
+                role,
+                lease.ttl,
+                self.options.ttl,
+            )
+
+    def _check(self, step: Callable[[], T]) -> T:
+        """Run a Vault step; record a denial as the call's policy decision."""
+        try:
+            return step()
+        except DeniedError as err:
+            self.record.decision = "denied"
+            self.record.reason = str(err)
+            raise
+
+    def _run_command(self) -> None:
+        options = self.options
+        credentials = [(role.kind, lease.data) for role, lease in self.leases]
+        spec = ChildSpec(
+            program=self.record.program,
+            argv=options.command,
+            env=child_environ(os.environ, credentials),
+            kill_timeout=options.kill_timeout,
+            inherited_ignored=self.inherited_ignored,
+        )
+        runner = ChildRunner(spec)
+        self.child = runner.run(on_forked=self._on_forked)
+        self.stopwatch.lap("command")
+        if self.child.exec_error:
+            print(f"agent-exec: {self.child.exec_error}", file=sys.stderr)
+
+    def _on_forked(self, pgid: int) -> None:
+        assert self.vault is not None and self.login is not None
+        assert self.watchdog is not None
+        self.watchdog.watch_group(pgid)
+        items = [
+            Renewable(lease_id=lease.lease_id, ttl=lease.ttl)
+            for _, lease in self.leases
+            if lease.renewable and lease.ttl > 0
+        ]
+        if self.login.renewable and self.login.ttl > 0:
+            items.append(Renewable(lease_id="", ttl=self.login.ttl))
+        if items:
+            self.renewer = Renewer(self.vault.copy(), items)
+            self.renewer.start()
+
+    def _finish(self) -> None:
+        if self.renewer is not None:
+            self.renewer.stop()
+        if self.vault is not None and self.login is not None:
+            lease_ids = [lease.lease_id for _, lease in self.leases if lease.lease_id]
+            self.report = revoke_call(self.vault, lease_ids)
+            self.record.revocation = self.report.as_dict()
+            self.stopwatch.lap("revoke")
+            self.vault.close()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        self.stopwatch.total()
+
+    def _exit_code(self) -> int:
+        """Pick the exit code: a failed revocation wins, then agent-exec's error."""
+        code = self._outcome_code()
+        if self.report is not None and not self.report.ok:
+            _print_revocation_failure(self.report, code)
+            code = ExitCode.REVOKE_FAILED
+        self.record.exit_code = int(code)
+        if self.child is not None:
+            self.record.child = {
+                "pid": self.child.pid,
+                "exit_code": self.child.exit_code,
+                "signals_forwarded": self.child.forwarded,
+                "killed_after_timeout": self.child.killed_after_timeout,
+                "leftovers_killed": self.child.leftovers_killed,
+            }
+        return int(code)
+
+    def _outcome_code(self) -> int:
+        if isinstance(self.error, InterruptedBySignalError):
+            return 128 + self.error.signum
+        if self.error is not None:
+            print(f"agent-exec: {self.error}", file=sys.stderr)
+            return int(self.error.exit_code)
+        assert self.child is not None
+        return self.child.exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `agent-exec` console script."""
+    inherited_ignored = frozenset(
+        signum for signum in FORWARDED if signal.getsignal(signum) == signal.SIG_IGN
+    )
+    try:
+        options = parse_options(argv)
+    except ExecError as err:
+        print(f"agent-exec: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    _configure_logging(options.verbose)
+
+    call = Call(options, inherited_ignored)
+    code = call.execute()
+    if options.json:
+        print(call.record.to_json(), file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _print_revocation_failure(report: RevocationReport, command_code: int) -> None:
+    for lease_id, error in report.failed.items():
+        print(
+            f"agent-exec: revocation of lease {lease_id} failed: {error}; the "
+            "credential stays valid until its lease expires",
+            file=sys.stderr,
+        )
+    if not report.token_revoked:
+        print(
+            f"agent-exec: revocation of the call's token failed: {report.token_error}; "
+            "it stays valid until its TTL ends",
+            file=sys.stderr,
+        )
+    print(
+        f"agent-exec: exiting with {ExitCode.REVOKE_FAILED} for the failed revocation; "
+        f"the command's own exit status was {command_code}",
+        file=sys.stderr,
+    )
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise InterruptedBySignalError(signum)
+
+
+def _set_signal_handlers(
+    handler: signal.Handlers | Callable[[int, FrameType | None], None],
+) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, handler)
+
+
+def _set_non_dumpable() -> None:
+    """Keep same-uid processes, the command included, out of our memory and /proc.
+
+    Called only after the attestor returned the JWT, because the attestor reads
+    this process's /proc entries to identify it.
+    """
+    import ctypes  # 2 ms; needed only here
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        error = os.strerror(ctypes.get_errno())
+        log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", error)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = (
+        logging.WARNING
+        if verbose == 0
+        else logging.INFO
+        if verbose == 1
+        else logging.DEBUG
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("agent-exec: %(message)s"))
+    root = logging.getLogger("attestor")
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,58 @@
+"""Exit codes and errors of `agent-exec`.
+
+Codes before the command runs follow sysexits.h, 126 and 127 follow the shell,
+and 128+N reports a command killed by signal N, as shells do. The command's
+own exit code passes through unchanged, so a caller can tell agent-exec's
+codes apart from the command's only by the message on stderr or by the audit
+record (`--json`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes that agent-exec itself chooses."""
+
+    USAGE = 64  # invalid option, ambiguous or duplicate role (EX_USAGE)
+    UNAVAILABLE = 69  # attestor or Vault unreachable or failing (EX_UNAVAILABLE)
+    INTERNAL = 70  # a bug in agent-exec (EX_SOFTWARE)
+    DENIED = 77  # attestor, Vault login or role read rejected (EX_NOPERM)
+    REVOKE_FAILED = 125  # a lease or the token outlives the call; wins over all
+    NOT_EXECUTABLE = 126
+    NOT_FOUND = 127
+
+
+class ExecError(Exception):
+    """An error that ends the call with `exit_code`; the message has no secret."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class UsageError(ExecError):
+    exit_code = ExitCode.USAGE
+
+
+class UnavailableError(ExecError):
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class DeniedError(ExecError):
+    exit_code = ExitCode.DENIED
+
+
+class CommandNotFoundError(ExecError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class CommandNotExecutableError(ExecError):
+    exit_code = ExitCode.NOT_EXECUTABLE
+
+
+class InterruptedBySignalError(ExecError):
+    """A terminating signal arrived before the command started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum} before the command started")
+        self.signum = signum

@@ -1,0 +1,104 @@
+"""Keep the call's token and leases alive while the command runs.
+
+The JWT role gives the token a short TTL, and a token's expiry revokes every
+lease created with it, so a command that runs longer than the token TTL
+would lose its credentials. A background thread renews the token and each
+renewable lease once two thirds of its TTL have passed, as Vault's own
+lifetime watcher does. Renewal stops for an item whose TTL no longer grows:
+it has reached its max TTL, which bounds the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from attestor.exec_errors import ExecError
+from attestor.exec_vault import VaultClient
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 2.0  # seconds between attempts after a failed renewal
+
+
+@dataclass
+class Renewable:
+    """The token (empty `lease_id`) or one lease, with its TTL in seconds."""
+
+    lease_id: str
+    ttl: int
+    expires_at: float = 0.0
+    due_at: float = 0.0
+    renewals: int = 0
+    at_max_ttl: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"lease_id={self.lease_id}" if self.lease_id else "token"
+
+
+class Renewer(threading.Thread):
+    """A daemon thread that renews `items` through its own Vault connection."""
+
+    def __init__(self, vault: VaultClient, items: list[Renewable]) -> None:
+        super().__init__(name="agent-exec-renewer", daemon=True)
+        self._vault = vault
+        self.items = items
+        self.failures = 0
+        self._stopped = threading.Event()
+        now = time.monotonic()
+        for item in items:
+            _schedule(item, item.ttl, now)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.is_alive():
+            # A renewal in flight ends within the HTTP timeout.
+            self.join(timeout=15.0)
+        self._vault.close()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            waiting = [item for item in self.items if not item.at_max_ttl]
+            if not waiting:
+                return
+            next_item = min(waiting, key=lambda item: item.due_at)
+            if self._stopped.wait(max(next_item.due_at - time.monotonic(), 0.0)):
+                return
+            self._renew(next_item)
+
+    def _renew(self, item: Renewable) -> None:
+        try:
+            if item.lease_id:
+                ttl = self._vault.renew_lease(item.lease_id, item.ttl)
+            else:
+                ttl = self._vault.renew_self(item.ttl)
+        except ExecError as err:
+            self.failures += 1
+            log.warning("renewal failed %s error=%s; retrying", item.label, err)
+            item.due_at = time.monotonic() + min(RETRY_DELAY, _remaining(item) / 3)
+            return
+
+        now = time.monotonic()
+        item.renewals += 1
+        if now + ttl <= item.expires_at + 1:
+            item.at_max_ttl = True
+            log.warning(
+                "%s reached its max TTL and expires in %d s; "
+                "the command's credentials end then",
+                item.label,
+                ttl,
+            )
+        _schedule(item, ttl, now)
+        log.debug("renewed %s ttl=%d", item.label, ttl)
+
+
+def _schedule(item: Renewable, ttl: int, now: float) -> None:
+    item.expires_at = now + ttl
+    item.due_at = now + ttl * 2 / 3
+
+
+def _remaining(item: Renewable) -> float:
+    return max(item.expires_at - time.monotonic(), 0.0)

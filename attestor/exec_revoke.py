@@ -1,0 +1,73 @@
+"""Revoke a call's leases and token, and check that each lease is gone.
+
+Each lease is revoked synchronously, so Vault returns only after the secrets
+engine dropped the database role or deleted the access key. A lookup then
+confirms that Vault no longer tracks the lease. The token is revoked last,
+which also revokes, asynchronously, any lease the list missed (one minted
+just before an interruption). A credential whose revocation failed still
+ends at its lease's expiry, which Vault enforces and retries on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from attestor.exec_errors import ExecError
+from attestor.exec_vault import VaultClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RevocationReport:
+    """The outcome of revoking each lease and the token."""
+
+    revoked: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    token_revoked: bool = False
+    token_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.token_revoked
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "leases_revoked": self.revoked,
+            "leases_failed": self.failed,
+            "token_revoked": self.token_revoked,
+            "token_error": self.token_error,
+        }
+
+
+def revoke_call(vault: VaultClient, lease_ids: list[str]) -> RevocationReport:
+    """Revoke every lease, then the token; never raises on a Vault error."""
+    report = RevocationReport()
+    for lease_id in lease_ids:
+        error = _revoke_lease(vault, lease_id)
+        if error:
+            log.warning("revocation failed lease_id=%s error=%s", lease_id, error)
+            report.failed[lease_id] = error
+        else:
+            report.revoked.append(lease_id)
+
+    try:
+        vault.revoke_self()
+        report.token_revoked = True
+    except ExecError as err:
+        log.warning("token revocation failed error=%s", err)
+        report.token_error = str(err)
+    return report
+
+
+def _revoke_lease(vault: VaultClient, lease_id: str) -> str:
+    """Return an empty string once the lease is gone, else the error."""
+    try:
+        vault.revoke_lease(lease_id)
+        if vault.lease_exists(lease_id):
+            return "Vault still lists the lease after a successful revoke"
+    except ExecError as err:
+        return str(err)
+    return ""

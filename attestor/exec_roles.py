@@ -1,0 +1,113 @@
+"""Turn `--role` values into creds paths of the agent-bridge mount.
+
+`database/NAME` and `aws/NAME` name the engine explicitly. A bare NAME is
+looked up with `sys/capabilities-self` on both creds paths, which mints
+nothing: the engine whose path the token may read wins, and a name readable
+on both is ambiguous. Every role is checked before the first credential is
+minted, so a role the policy does not grant fails with nothing to revoke.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from attestor.exec_errors import DeniedError, UsageError
+from attestor.exec_vault import VaultClient
+
+KINDS = ("database", "aws")
+# Vault's role names: the `framework.GenericNameRegex` character set.
+ROLE_NAME = re.compile(r"\w(([\w-]|\.)*\w)?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """A `--role` value; `kind` is empty until resolved."""
+
+    name: str
+    kind: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}" if self.kind else self.name
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role whose engine is known, with the path its credentials are read at."""
+
+    kind: str
+    name: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def parse_role(value: str) -> RoleSpec:
+    kind, slash, name = value.rpartition("/")
+    if slash and kind not in KINDS:
+        raise UsageError(
+            f"invalid role {value!r}: the prefix must be 'database/' or 'aws/'"
+        )
+    if not ROLE_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid role {value!r}: a role name has letters, digits, '_', '-' "
+            "and '.', and starts and ends with a letter or digit"
+        )
+    return RoleSpec(name=name, kind=kind)
+
+
+def creds_path(mount: str, kind: str, name: str) -> str:
+    return f"{mount.strip('/')}/{kind}/creds/{name}"
+
+
+def resolve_roles(vault: VaultClient, mount: str, specs: list[RoleSpec]) -> list[Role]:
+    """Find each role's engine and check the token may read every creds path."""
+    candidates = {
+        spec: [creds_path(mount, kind, spec.name) for kind in _kinds(spec)]
+        for spec in specs
+    }
+    capabilities = vault.capabilities(
+        sorted({p for ps in candidates.values() for p in ps})
+    )
+    roles = [_pick(spec, paths, capabilities) for spec, paths in candidates.items()]
+    _check_one_per_kind(roles)
+    return roles
+
+
+def _kinds(spec: RoleSpec) -> tuple[str, ...]:
+    return (spec.kind,) if spec.kind else KINDS
+
+
+def _pick(spec: RoleSpec, paths: list[str], capabilities: dict[str, list[str]]) -> Role:
+    readable = [
+        path
+        for path in paths
+        if {"read", "root"} & set(capabilities.get(path, []))
+        and "deny" not in capabilities.get(path, [])
+    ]
+    if len(readable) > 1:
+        raise UsageError(
+            f"role {spec.name!r} is ambiguous: this agent may read both "
+            f"{readable[0]} and {readable[1]}; prefix it as 'database/{spec.name}' "
+            f"or 'aws/{spec.name}'"
+        )
+    if not readable:
+        raise DeniedError(
+            f"role {spec} is not allowed for this agent: its policies grant no "
+            f"read on {' or '.join(paths)}; check the role name and the agent's policy"
+        )
+    kind = readable[0].split("/")[-3]
+    return Role(kind=kind, name=spec.name, path=readable[0])
+
+
+def _check_one_per_kind(roles: list[Role]) -> None:
+    seen: dict[str, Role] = {}
+    for role in roles:
+        if role.kind in seen:
+            raise UsageError(
+                f"roles {seen[role.kind]} and {role} are both {role.kind} roles: "
+                "their credentials would set the same environment variables; "
+                "run one agent-exec per role of the same kind"
+            )
+        seen[role.kind] = role

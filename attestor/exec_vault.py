@@ -1,0 +1,192 @@
+"""The Vault requests of one agent-exec call, over `exec_http`.
+
+Each method is one Vault API path. Vault's responses map to agent-exec's exit
+codes: unreachable or 5xx is `UnavailableError`, a rejected request (4xx) is
+`DeniedError`; the message names the path and carries Vault's own errors,
+which never contain the token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from attestor.exec_errors import DeniedError, ExecError, UnavailableError
+from attestor.exec_http import HttpConnection, HttpError
+
+log = logging.getLogger(__name__)
+
+MULTIERROR_HEAD = re.compile(r"\d+ errors? occurred:")
+
+
+class VaultRequestError(DeniedError):
+    """Vault rejected a request (4xx); `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Login:
+    """The token a JWT login returned; `token` is the secret part."""
+
+    token: str = field(repr=False)
+    accessor: str
+    ttl: int
+    renewable: bool
+    policies: tuple[str, ...]
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A leased secret read from a creds path; `data` holds the credential."""
+
+    lease_id: str
+    ttl: int
+    renewable: bool
+    data: dict[str, Any] = field(repr=False)
+
+
+class VaultClient:
+    """Vault's HTTP API for one token; one connection, not thread-safe."""
+
+    def __init__(
+        self, addr: str, *, token: str = "", namespace: str = "", timeout: float = 10.0
+    ) -> None:
+        try:
+            self._http = HttpConnection(addr, timeout=timeout)
+        except HttpError as err:
+            raise ExecError(str(err)) from err
+        self.addr = addr
+        self.token = token
+        self._namespace = namespace
+
+    def close(self) -> None:
+        self._http.close()
+
+    def copy(self) -> VaultClient:
+        """Return a client with the same token on a connection of its own."""
+        return VaultClient(self.addr, token=self.token, namespace=self._namespace)
+
+    def login_jwt(self, mount: str, role: str, jwt: str) -> Login:
+        body = self._call("POST", f"auth/{mount}/login", {"role": role, "jwt": jwt})
+        auth = body.get("auth") or {}
+        if not auth.get("client_token"):
+            raise UnavailableError(
+                f"Vault's response to auth/{mount}/login has no token"
+            )
+        self.token = auth["client_token"]
+        return Login(
+            token=auth["client_token"],
+            accessor=auth.get("accessor", ""),
+            ttl=int(auth.get("lease_duration", 0)),
+            renewable=bool(auth.get("renewable", False)),
+            policies=tuple(auth.get("policies") or ()),
+            metadata=dict(auth.get("metadata") or {}),
+        )
+
+    def capabilities(self, paths: list[str]) -> dict[str, list[str]]:
+        """Return this token's capabilities on each path; mints nothing."""
+        body = self._call("POST", "sys/capabilities-self", {"paths": paths})
+        data = body.get("data") or body
+        return {path: list(data.get(path) or []) for path in paths}
+
+    def read_creds(self, path: str, params: dict[str, str] | None = None) -> Lease:
+        query = "".join(
+            f"{'&' if i else '?'}{quote(k)}={quote(v)}"
+            for i, (k, v) in enumerate((params or {}).items())
+        )
+        body = self._call("GET", path + query)
+        return Lease(
+            lease_id=body.get("lease_id", ""),
+            ttl=int(body.get("lease_duration", 0)),
+            renewable=bool(body.get("renewable", False)),
+            data=dict(body.get("data") or {}),
+        )
+
+    def renew_self(self, increment: int) -> int:
+        """Renew the token; return its new TTL in seconds."""
+        body = self._call("POST", "auth/token/renew-self", {"increment": increment})
+        return int((body.get("auth") or {}).get("lease_duration", 0))
+
+    def renew_lease(self, lease_id: str, increment: int) -> int:
+        """Renew a lease; return its new TTL in seconds."""
+        body = self._call(
+            "PUT", "sys/leases/renew", {"lease_id": lease_id, "increment": increment}
+        )
+        return int(body.get("lease_duration", 0))
+
+    def revoke_lease(self, lease_id: str) -> None:
+        """Revoke a lease and wait for the secrets engine's revoke to finish.
+
+        The path form lets a policy grant revocation per creds path, and its
+        `sync` field defaults to true; a failed engine revoke returns 400.
+        """
+        self._call("PUT", f"sys/leases/revoke/{lease_id}", {"sync": True})
+
+    def lease_exists(self, lease_id: str) -> bool:
+        try:
+            self._call("PUT", "sys/leases/lookup", {"lease_id": lease_id})
+        except VaultRequestError as err:
+            if err.status == 400:  # "invalid lease": revoked or expired
+                return False
+            raise
+        return True
+
+    def revoke_self(self) -> None:
+        """Revoke the token; Vault then revokes its remaining leases itself."""
+        self._call("POST", "auth/token/revoke-self", None)
+
+    def _call(
+        self, method: str, path: str, payload: dict[str, Any] | None = None
+    ) -> Any:
+        headers = {"X-Vault-Request": "true", "Accept": "application/json"}
+        if self.token:
+            headers["X-Vault-Token"] = self.token
+        if self._namespace:
+            headers["X-Vault-Namespace"] = self._namespace
+        body = None
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(payload).encode()
+
+        try:
+            response = self._http.request(method, f"/v1/{path}", headers, body)
+        except HttpError as err:
+            raise UnavailableError(
+                f"cannot reach Vault at {self.addr}: {err}; check --vault-addr "
+                "(or VAULT_ADDR) and that the server is running and unsealed"
+            ) from err
+        return _decode(method, path, response.status, response.body)
+
+
+def _tidy(error: object) -> str:
+    """Flatten Go's multierror text ("1 error occurred:\n\t* permission denied")."""
+    lines = [line.strip(" \t*") for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not MULTIERROR_HEAD.fullmatch(line)]
+    return "; ".join(lines)
+
+
+def _decode(method: str, path: str, status: int, raw: bytes) -> Any:
+    path = path.split("?", 1)[0]
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError as err:
+        raise UnavailableError(
+            f"Vault's response to {method} {path} is not JSON (status {status})"
+        ) from err
+    if status < 400:
+        return body if isinstance(body, dict) else {}
+
+    errors = body.get("errors") if isinstance(body, dict) else None
+    detail = "; ".join(_tidy(e) for e in errors) if errors else f"status {status}"
+    log.debug("vault %s %s returned %d: %s", method, path, status, detail)
+    if status >= 500 or status == 429:
+        raise UnavailableError(f"Vault failed {method} {path}: {detail}")
+    raise VaultRequestError(f"Vault rejected {method} {path}: {detail}", status)

@@ -1,0 +1,148 @@
+"""A process that ends the call if agent-exec itself is killed.
+
+SIGKILL gives agent-exec no chance to revoke anything. The watchdog is forked
+right after the Vault login, so it holds the call's own token (which can
+revoke only itself and its leases) and nothing else. It runs in a session of
+its own, so signals sent to agent-exec's process group or by its terminal do
+not reach it. It reads a pipe whose only writer is agent-exec, and EOF
+without a final `done` line means agent-exec died. The watchdog then kills
+the command's process group with SIGKILL and revokes the leases and the
+token.
+
+Limits: a process that left the command's process group (setsid, setpgid)
+is not killed, though its credentials are still revoked. A watchdog killed
+together with agent-exec (SIGKILL to both PIDs, or the OOM killer) revokes
+nothing, and the lease TTL and the token TTL then bound the credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from typing import NoReturn
+
+from attestor.exec_child import FORWARDED
+from attestor.exec_errors import ExecError
+from attestor.exec_revoke import revoke_call
+from attestor.exec_vault import VaultClient
+
+log = logging.getLogger(__name__)
+
+# How long the watchdog keeps retrying Vault after agent-exec died.
+REVOKE_DEADLINE = 15.0
+IGNORED = (*FORWARDED, signal.SIGPIPE, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+class Watchdog:
+    """agent-exec's end of the watchdog: tell it what to clean up, then stop it."""
+
+    def __init__(self, pid: int, pipe: int) -> None:
+        self.pid = pid
+        self._pipe = pipe
+
+    @classmethod
+    def start(cls, vault: VaultClient) -> Watchdog:
+        """Fork the watchdog; it keeps a copy of `vault` and its token."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_end)
+            _watchdog_main(vault, read_end)
+        os.close(read_end)
+        log.debug("started watchdog pid=%d", pid)
+        return cls(pid, write_end)
+
+    def watch_group(self, pgid: int) -> None:
+        self._send(f"pgid {pgid}")
+
+    def add_lease(self, lease_id: str) -> None:
+        self._send(f"lease {lease_id}")
+
+    def stop(self) -> None:
+        """Tell the watchdog the call ended cleanly and wait for it to exit."""
+        with contextlib.suppress(OSError):
+            self._send("done")
+        with contextlib.suppress(OSError):
+            os.close(self._pipe)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+    def _send(self, line: str) -> None:
+        os.write(self._pipe, line.encode() + b"\n")
+
+
+def _watchdog_main(vault: VaultClient, pipe: int) -> NoReturn:
+    """Wait for agent-exec to end; clean up if it died. Never returns."""
+    code = 0
+    try:
+        _detach(pipe)
+        pgid, leases, done = _read_messages(pipe)
+        if not done:
+            code = _clean_up(vault, pgid, leases)
+    except BaseException:  # the watchdog must never run agent-exec's own code
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _detach(pipe: int) -> None:
+    os.setsid()
+    for signum in IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
+    # Keep stderr for the closing message; holding stdin, stdout or another
+    # inherited descriptor would delay the EOF that agent-exec's caller awaits.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    os.closerange(3, pipe)
+    os.closerange(pipe + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def _read_messages(pipe: int) -> tuple[int, list[str], bool]:
+    pgid, leases, done = 0, [], False
+    buffer = b""
+    while chunk := os.read(pipe, 4096):
+        buffer += chunk
+    for line in buffer.decode().splitlines():
+        kind, _, value = line.partition(" ")
+        if kind == "pgid":
+            pgid = int(value)
+        elif kind == "lease":
+            leases.append(value)
+        elif kind == "done":
+            done = True
+    return pgid, leases, done
+
+
+def _clean_up(vault: VaultClient, pgid: int, leases: list[str]) -> int:
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + REVOKE_DEADLINE
+    fresh = vault.copy()
+    while True:
+        report = revoke_call(fresh, leases)
+        # Once the token is revoked, Vault itself retries the leases left;
+        # the token no longer works for another attempt anyway.
+        if report.token_revoked or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    _report(pgid, report.ok)
+    return 0 if report.ok else 1
+
+
+def _report(pgid: int, ok: bool) -> None:
+    killed = f"killed process group {pgid}, " if pgid else ""
+    outcome = "revoked" if ok else "FAILED to revoke"
+    with contextlib.suppress(OSError, ExecError):
+        print(
+            f"agent-exec watchdog: agent-exec ended without cleaning up; {killed}"
+            f"{outcome} the call's credentials",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,318 @@
+"""agent-exec as a real process, against a fake Vault and a fake attestor socket.
+
+Commands, signals, process groups and exit codes are real; only Vault and
+the attestor are stand-ins (tests/support/exec_fakes.py). The same
+behaviours against the real stack are in test_agent_exec_stack.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.exec_fakes import (
+    AttestorState,
+    VaultState,
+    fake_attestor,
+    fake_vault,
+)
+
+AGENT_EXEC = str(Path(sys.executable).parent / "agent-exec")
+DB_ROLE = "database/creds/demo-readonly"
+AWS_ROLE = "aws/creds/deploy"
+
+
+@dataclass
+class Fakes:
+    vault: VaultState
+    attestor: AttestorState
+    vault_addr: str
+    socket: str
+    tmp: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "VAULT_ADDR": self.vault_addr,
+            "AGENT_ATTESTOR_SOCKET": self.socket,
+            **extra,
+        }
+
+    def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AGENT_EXEC, *args],
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [AGENT_EXEC, *args],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[Fakes]:
+    vault = VaultState(readable={DB_ROLE, AWS_ROLE})
+    attestor = AttestorState()
+    with fake_vault(vault) as addr, fake_attestor(attestor, tmp_path) as sock:
+        yield Fakes(vault, attestor, addr, sock, tmp_path)
+
+
+def wait_for(check: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def assert_all_revoked(fakes: Fakes) -> None:
+    assert fakes.vault.live_leases() == []
+    assert fakes.vault.tokens == {}
+    assert len(fakes.vault.revoked_tokens) == 1
+
+
+def test_exit_code_passes_through(fakes: Fakes) -> None:
+    result = fakes.run("--role", "demo-readonly", "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3, result.stderr
+    assert len(fakes.vault.revoked_leases) == 1
+    assert_all_revoked(fakes)
+
+
+def test_missing_command_mints_nothing(fakes: Fakes) -> None:
+    result = fakes.run("--role", "demo-readonly", "--", "no-such-command-4c1d")
+    assert result.returncode == 127
+    assert "command not found" in result.stderr
+    assert fakes.attestor.requests == []
+    assert fakes.vault.requests == []
+
+
+def test_not_executable_mints_nothing(fakes: Fakes) -> None:
+    script = fakes.tmp / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    result = fakes.run("--role", "demo-readonly", "--", str(script))
+    assert result.returncode == 126
+    assert "permission denied" in result.stderr
+    assert fakes.vault.requests == []
+
+
+def test_signal_death_is_128_plus_n(fakes: Fakes) -> None:
+    result = fakes.run("--role", "demo-readonly", "--", "sh", "-c", "kill -9 $$")
+    assert result.returncode == 137
+    assert_all_revoked(fakes)
+
+
+def test_environment_scrubbed_for_grandchild(fakes: Fakes) -> None:
+    inherited = {
+        "VAULT_TOKEN": "inherited-vault-token",
+        "BAO_TOKEN": "inherited-bao-token",
+        "PGPASSWORD": "inherited-pg-password",
+        "DATABASE_URL": "postgresql://inherited",
+        "AWS_SECRET_ACCESS_KEY": "inherited-aws-secret",
+    }
+    # The pause lets the background shell exec sleep before its environ is read.
+    script = "env; sleep 2 & sleep 0.3; tr '\\0' '\\n' < /proc/$!/environ; wait"
+    result = fakes.run("--role", "demo-readonly", "--", "sh", "-c", script, **inherited)
+    assert result.returncode == 0, result.stderr
+    for value in inherited.values():
+        assert value not in result.stdout
+    for name in ("VAULT_ADDR", "AGENT_ATTESTOR_SOCKET", "X-Vault-Token"):
+        assert name not in result.stdout
+    assert fakes.socket not in result.stdout
+    assert fakes.attestor.issued[0] not in result.stdout
+    assert fakes.vault.issued_tokens[0] not in result.stdout
+    # Once from env, once from the grandchild's /proc/PID/environ.
+    assert result.stdout.count("PGPASSWORD=p@ss/w:rd") == 2
+    assert "DATABASE_URL=postgresql://v-dev-1:p%40ss%2Fw%3Ard@127.0.0.1:5432/demo" in (
+        result.stdout
+    )
+
+
+def test_aws_role_environment(fakes: Fakes) -> None:
+    result = fakes.run("--role", "aws/deploy", "--", "env")
+    assert result.returncode == 0, result.stderr
+    assert "AWS_ACCESS_KEY_ID=AKIAFAKE" in result.stdout
+    assert "AWS_SECRET_ACCESS_KEY=fake/secret" in result.stdout
+    assert "AWS_ENDPOINT_URL=http://127.0.0.1:1" in result.stdout
+    assert "AWS_REGION=eu-west-1" in result.stdout
+    assert "AWS_SESSION_TOKEN" not in result.stdout
+    assert "PGPASSWORD" not in result.stdout
+
+
+def test_sigterm_reaches_trapping_child(fakes: Fakes) -> None:
+    script = 'trap "exit 7" TERM; echo ready; while :; do sleep 0.1; done'
+    with fakes.start("--role", "demo-readonly", "--", "sh", "-c", script) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 7
+        assert_all_revoked(fakes)
+
+
+def test_kill_timeout_sends_sigkill(fakes: Fakes) -> None:
+    script = 'trap "" TERM; echo ready; sleep 30'
+    with fakes.start(
+        "--role", "demo-readonly", "--kill-timeout", "0.5", "--", "sh", "-c", script
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGKILL
+        assert time.monotonic() - started < 10
+        assert_all_revoked(fakes)
+
+
+def test_second_role_denied_revokes_first(fakes: Fakes) -> None:
+    fakes.vault.plugin_denies.add(AWS_ROLE)
+    marker = fakes.tmp / "ran"
+    result = fakes.run(
+        "--role",
+        "database/demo-readonly",
+        "--role",
+        "aws/deploy",
+        "--",
+        "touch",
+        str(marker),
+    )
+    assert result.returncode == 77
+    assert "allowed_agents" in result.stderr
+    assert not marker.exists()
+    assert len(fakes.vault.minted()) == 2
+    assert len(fakes.vault.revoked_leases) == 1
+    assert_all_revoked(fakes)
+
+
+def test_role_outside_policy_mints_nothing(fakes: Fakes) -> None:
+    result = fakes.run("--role", "demo-readonly", "--role", "other", "--", "true")
+    assert result.returncode == 77
+    assert "not allowed" in result.stderr
+    assert fakes.vault.minted() == []
+    assert_all_revoked(fakes)
+
+
+def test_ambiguous_role_asks_for_prefix(fakes: Fakes) -> None:
+    fakes.vault.readable.update({"database/creds/both", "aws/creds/both"})
+    result = fakes.run("--role", "both", "--", "true")
+    assert result.returncode == 64
+    assert "'database/both'" in result.stderr
+    assert fakes.vault.minted() == []
+
+
+def test_two_database_roles_rejected(fakes: Fakes) -> None:
+    fakes.vault.readable.add("database/creds/second")
+    result = fakes.run("--role", "demo-readonly", "--role", "second", "--", "true")
+    assert result.returncode == 64
+    assert "both database roles" in result.stderr
+    assert fakes.vault.minted() == []
+
+
+def test_attestor_rejection_is_denied(fakes: Fakes) -> None:
+    fakes.attestor.failure = "no_matching_agent"
+    result = fakes.run("--role", "demo-readonly", "--", "true")
+    assert result.returncode == 77
+    assert "attestor rejected" in result.stderr
+    assert fakes.vault.requests == []
+
+
+def test_vault_down_is_unavailable(fakes: Fakes) -> None:
+    result = fakes.run(
+        "--role", "demo-readonly", "--vault-addr", "http://127.0.0.1:9", "--", "true"
+    )
+    assert result.returncode == 69
+    assert "cannot reach Vault at http://127.0.0.1:9" in result.stderr
+
+
+def test_revocation_failure_wins(fakes: Fakes) -> None:
+    fakes.vault.failing_revokes.add("*")
+    result = fakes.run("--role", "demo-readonly", "--", "sh", "-c", "exit 3")
+    assert result.returncode == 125
+    assert "the database is unreachable" in result.stderr
+    assert "exit status was 3" in result.stderr
+
+
+def test_sigkill_of_agent_exec_revokes(fakes: Fakes) -> None:
+    script = "sleep 60 & echo $!; wait"
+    with fakes.start("--role", "demo-readonly", "--", "sh", "-c", script) as proc:
+        assert proc.stdout is not None
+        grandchild = int(proc.stdout.readline())
+        assert fakes.vault.live_leases() != []
+        proc.kill()
+        proc.wait(timeout=10)
+        assert wait_for(
+            lambda: not fakes.vault.live_leases() and not fakes.vault.tokens
+        )
+        assert wait_for(lambda: process_gone(grandchild))
+
+
+def test_leftover_processes_are_killed(fakes: Fakes) -> None:
+    result = fakes.run(
+        "--role", "demo-readonly", "--", "sh", "-c", "sleep 30 & echo $!"
+    )
+    assert result.returncode == 0
+    assert wait_for(lambda: process_gone(int(result.stdout)), timeout=2)
+
+
+def test_renews_token_and_lease(fakes: Fakes) -> None:
+    fakes.vault.token_ttl = 2
+    fakes.vault.lease_ttl = 2
+    result = fakes.run("--role", "demo-readonly", "--", "sleep", "2.5")
+    assert result.returncode == 0, result.stderr
+    assert fakes.vault.renewals.count("token") >= 1
+    assert any(r.startswith("agent-creds/") for r in fakes.vault.renewals)
+
+
+def test_json_audit_record(fakes: Fakes) -> None:
+    result = fakes.run(
+        "--role",
+        "demo-readonly",
+        "--json",
+        "--tool",
+        "psql",
+        "--on-behalf-of",
+        "alice",
+        "--",
+        "true",
+    )
+    assert result.returncode == 0
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["call_id"] == fakes.attestor.jtis[0]
+    assert record["agent"] == "dev"
+    assert record["asserted"] == {"tool": "psql", "on_behalf_of": "alice"}
+    assert record["attested"]["uid"] == str(os.getuid())
+    assert record["roles"] == ["database/demo-readonly"]
+    assert record["lease_ids"] == fakes.vault.revoked_leases
+    assert record["policy"]["decision"] == "allowed"
+    assert record["revocation"]["ok"] is True
+    assert record["exit_code"] == 0
+    assert record["token_accessor"] in fakes.vault.revoked_tokens
+    assert "p@ss/w:rd" not in result.stderr
+    assert fakes.vault.issued_tokens[0] not in result.stderr
+    assert fakes.attestor.issued[0] not in result.stderr
