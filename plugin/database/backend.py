@@ -44,8 +44,8 @@ class DatabaseBackend:
     ) -> Iterator[psycopg.Connection[Any]]:
         """Lend a connection for config `name`.
 
-        `params` are the connection parameters a lease recorded; when they
-        differ from the config's (the config now points elsewhere), a
+        `params` are the connection parameters a lease recorded. When they
+        differ from the config's because the config now points elsewhere, a
         one-off pool reaches the server the lease was minted on.
         """
         if params is None or params == config.conninfo():

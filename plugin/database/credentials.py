@@ -30,7 +30,7 @@ SCRAM_ITERATIONS = 4096
 
 @dataclass(frozen=True)
 class NameInputs:
-    """What a user name may be built from."""
+    """Inputs of a generated user name."""
 
     agent: str
     role: str

@@ -10,7 +10,7 @@ from plugin.logical import BadRequestError, LogicalError, PermissionDeniedError
 
 
 class DatabaseError(LogicalError):
-    """Base of the database backend's errors; a 500 unless a subclass says else."""
+    """Base of the database backend's errors, mapped to a 500 by default."""
 
 
 class ConfigNotFoundError(DatabaseError, BadRequestError):

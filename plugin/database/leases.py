@@ -46,5 +46,8 @@ def load_live(storage: Storage, db_name: str) -> dict[str, dict[str, Any]]:
 
 def is_expired(record: dict[str, Any], now: float | None = None) -> bool:
     """Return whether the record's lease ended long enough ago to be dead."""
+    expires_max = float(record.get("expires_max") or 0)
+    if not expires_max:
+        return False  # a lease without a max TTL never expires by itself
     now = time.time() if now is None else now
-    return float(record.get("expires_max", 0)) + EXPIRED_GRACE < now
+    return expires_max + EXPIRED_GRACE < now

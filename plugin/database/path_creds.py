@@ -122,15 +122,8 @@ class _CredsHandler:
             )
             self._roll_back(request, mint, wal_id)
             raise
-        expires_max = issued + mint.max_ttl if mint.max_ttl else 0
-        record = {
-            "role": mint.role_name,
-            "agent": mint.caller.agent,
-            "token_accessor": request.client_token_accessor,
-            "issued_at": issued,
-            "expires_max": expires_max,
-        }
-        record_live(request.storage, mint.db_name, mint.username, record)
+
+        _record_live(request, mint, issued)
         delete_wal(request.storage, wal_id)
         logger.info(
             "credential issued: role=%s agent=%s username=%s token_accessor=%s "
@@ -170,8 +163,8 @@ class _CredsHandler:
             "token_accessor": request.client_token_accessor,
             # Alias metadata is the agent's latest login: a concurrent call
             # of the same agent may have overwritten these two.
-            "alias_tool": mint.caller.metadata.get("tool", ""),
-            "alias_call_id": mint.caller.metadata.get("call_id", ""),
+            "alias_tool": _metadata(mint.caller, "asserted_tool", "tool"),
+            "alias_call_id": _metadata(mint.caller, "call_id", "jti"),
         }
         with self.backend.connection(mint.db_name, mint.config) as conn:
             create_user(conn, mint.role.creation_statements, values, comment)
@@ -195,6 +188,22 @@ class _CredsHandler:
             return
         forget_live(request.storage, mint.db_name, mint.username)
         delete_wal(request.storage, wal_id)
+
+
+def _record_live(request: Request, mint: Mint, issued: float) -> None:
+    record = {
+        "role": mint.role_name,
+        "agent": mint.caller.agent,
+        "token_accessor": request.client_token_accessor,
+        "issued_at": issued,
+        "expires_max": issued + mint.max_ttl if mint.max_ttl else 0,
+    }
+    record_live(request.storage, mint.db_name, mint.username, record)
+
+
+def _metadata(caller: Caller, *keys: str) -> str:
+    """Return the first alias metadata value present among `keys`."""
+    return next((caller.metadata[k] for k in keys if caller.metadata.get(k)), "")
 
 
 def _rollback_data(mint: Mint) -> dict[str, Any]:

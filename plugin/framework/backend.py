@@ -43,7 +43,7 @@ BACKEND_TYPE_LOGICAL = 1
 
 @dataclass
 class Extension:
-    """What one backend module adds to a mount."""
+    """The paths, secret types and hooks one backend module adds to a mount."""
 
     paths: list[Path]
     secrets: list[SecretType] = field(default_factory=list)

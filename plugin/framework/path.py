@@ -30,7 +30,7 @@ class Path:
 
     `pattern` is a regular expression, anchored at both ends when the
     backend compiles it; its named groups become fields of the request.
-    `existence_check` tells Vault whether a write creates or updates.
+    `existence_check` decides whether Vault treats a write as a create or an update.
     """
 
     pattern: str

@@ -20,7 +20,7 @@ class SecretType:
     """One kind of leased secret, such as database credentials.
 
     `renew` may be None for secrets that cannot be extended; a renew
-    request for them then fails with a 400 that says so.
+    request for them then fails with a 400.
     """
 
     name: str

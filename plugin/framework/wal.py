@@ -1,10 +1,10 @@
 """Write-ahead log entries, as Vault's `framework.PutWAL` keeps them.
 
 A backend writes an entry before it creates something outside Vault and
-deletes it once the result is safely recorded. Entries still present
-after `WAL_ROLLBACK_MIN_AGE` belong to an operation that crashed or
-failed half-way; the periodic rollback request hands them to the
-rollback handler registered for their kind.
+deletes it once the result is safely recorded. An entry still present
+after `WAL_ROLLBACK_MIN_AGE` belongs to an operation that crashed or
+failed half-way. The periodic rollback request passes it to the rollback
+handler registered for its kind.
 """
 
 from __future__ import annotations
