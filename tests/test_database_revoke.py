@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -138,3 +139,21 @@ def test_revoke_retries_after_outage(own_cluster: Cluster) -> None:
     mount.revoke(response.secret)
     assert not role_exists(own_cluster, response.data["username"])
     mount.backend.cleanup()
+
+
+def test_concurrent_mint_and_revoke(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster, max_open_connections=3)
+    add_role(mount)
+
+    def cycle(_: int) -> str:
+        response = mount.creds("demo-readonly", "dev")
+        assert response.secret is not None
+        mount.revoke(response.secret)
+        return str(response.data["username"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        names = list(pool.map(cycle, range(24)))
+
+    assert len(set(names)) == 24
+    assert not any(role_exists(pg_cluster, name) for name in names)
+    assert mount.storage.list("database/live/") == []
