@@ -9,7 +9,9 @@ and are imported below.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,13 +24,17 @@ from devstack import stack as devstack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.StackState]:
-    state_dir = tmp_path_factory.mktemp("stack")
+def stack() -> Iterator[devstack.StackState]:
+    # Not under pytest's 0700 temporary root: agents running as other users
+    # must reach the attestor socket, and PostgreSQL's user its data folder.
+    state_dir = Path(tempfile.mkdtemp(prefix="agent-bridge-stack-"))
+    state_dir.chmod(0o755)
     state = devstack.up(state_dir)
     try:
         yield state
     finally:
         devstack.down(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 # --- database backend fixtures (plugin/database): a PostgreSQL cluster per
