@@ -7,6 +7,7 @@ are built in the `path_*` modules and bundled by `extension()`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -91,7 +92,7 @@ class DatabaseBackend:
         # A config written since the pool opened gets a new pool; the
         # fingerprint covers the password, so it is hashed, never stored.
         fingerprint = hashlib.sha256(
-            json.dumps(config.to_json(), sort_keys=True).encode()
+            json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
         ).hexdigest()
         with self._pools_lock:
             current = self._pools.get(name)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
 from plugin.database.errors import ConfigNotFoundError, InvalidConfigError
-from plugin.framework import get_json, put_json
+from plugin.framework import list_entries, load_entry, save_entry
 from plugin.logical import Storage
 
 PLUGIN_NAME = "postgresql-database-plugin"
@@ -116,14 +115,6 @@ class DatabaseConfig:
     def admin_user(self) -> str:
         return str(self.conninfo()["user"])
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> DatabaseConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
 
 def config_key(name: str) -> str:
     return CONFIG_PREFIX + name
@@ -131,8 +122,7 @@ def config_key(name: str) -> str:
 
 def load_config(storage: Storage, name: str) -> DatabaseConfig | None:
     """Return the stored config `name`, or None."""
-    raw = get_json(storage, config_key(name))
-    return None if raw is None else DatabaseConfig.from_json(raw)
+    return load_entry(storage, config_key(name), DatabaseConfig)
 
 
 def require_config(storage: Storage, name: str) -> DatabaseConfig:
@@ -146,8 +136,8 @@ def require_config(storage: Storage, name: str) -> DatabaseConfig:
 
 
 def save_config(storage: Storage, name: str, config: DatabaseConfig) -> None:
-    put_json(storage, config_key(name), config.to_json())
+    save_entry(storage, config_key(name), config)
 
 
 def list_configs(storage: Storage) -> list[str]:
-    return [k for k in storage.list(CONFIG_PREFIX) if not k.endswith("/")]
+    return list_entries(storage, CONFIG_PREFIX)

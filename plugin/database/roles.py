@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugin.database.errors import RoleNotFoundError
-from plugin.framework import get_json, put_json
+from plugin.framework import list_entries, load_entry, save_entry
 from plugin.logical import Storage
 
 ROLE_PREFIX = "database/role/"
@@ -33,22 +33,13 @@ class RoleEntry:
         """Return the role as Vault's database engine reads it back."""
         return dataclasses.asdict(self)
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> RoleEntry:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
 
 def role_key(name: str) -> str:
     return ROLE_PREFIX + name
 
 
 def load_role(storage: Storage, name: str) -> RoleEntry | None:
-    raw = get_json(storage, role_key(name))
-    return None if raw is None else RoleEntry.from_json(raw)
+    return load_entry(storage, role_key(name), RoleEntry)
 
 
 def require_role(storage: Storage, name: str) -> RoleEntry:
@@ -62,8 +53,8 @@ def require_role(storage: Storage, name: str) -> RoleEntry:
 
 
 def save_role(storage: Storage, name: str, role: RoleEntry) -> None:
-    put_json(storage, role_key(name), role.to_json())
+    save_entry(storage, role_key(name), role)
 
 
 def list_roles(storage: Storage) -> list[str]:
-    return [k for k in storage.list(ROLE_PREFIX) if not k.endswith("/")]
+    return list_entries(storage, ROLE_PREFIX)

@@ -21,7 +21,14 @@ from plugin.framework.fields import Field, FieldType, parse_duration
 from plugin.framework.lease import effective_ttls, extend_ttl
 from plugin.framework.path import Handler, Path, name_group
 from plugin.framework.secret import SecretType, renewed
-from plugin.framework.storage import InMemoryStorage, get_json, put_json
+from plugin.framework.storage import (
+    InMemoryStorage,
+    get_json,
+    list_entries,
+    load_entry,
+    put_json,
+    save_entry,
+)
 from plugin.framework.wal import WALEntry, delete_wal, get_wal, list_wal, put_wal
 
 __all__ = [
@@ -48,10 +55,13 @@ __all__ = [
     "extend_ttl",
     "get_json",
     "get_wal",
+    "list_entries",
     "list_wal",
+    "load_entry",
     "name_group",
     "parse_duration",
     "put_json",
     "put_wal",
     "renewed",
+    "save_entry",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 from plugin.logical import Storage
+
+EntryT = TypeVar("EntryT")
 
 
 def get_json(storage: Storage, key: str) -> Any:
@@ -54,3 +57,26 @@ class InMemoryStorage:
             head, slash, _ = rest.partition("/")
             children.add(head + slash)
         return sorted(children)
+
+
+def load_entry(storage: Storage, key: str, kind: type[EntryT]) -> EntryT | None:
+    """Return the dataclass `kind` stored at `key`, or None when absent.
+
+    Stored fields the dataclass no longer has are ignored, so entries
+    written by an older version still load.
+    """
+    raw = get_json(storage, key)
+    if raw is None:
+        return None
+    known = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    return kind(**{k: v for k, v in raw.items() if k in known})
+
+
+def save_entry(storage: Storage, key: str, entry: Any) -> None:
+    """Store a dataclass instance as JSON at `key`."""
+    put_json(storage, key, dataclasses.asdict(entry))
+
+
+def list_entries(storage: Storage, prefix: str) -> list[str]:
+    """Return the names of the entries directly under `prefix`, without folders."""
+    return [key for key in storage.list(prefix) if not key.endswith("/")]
