@@ -34,7 +34,7 @@ from attestor.exec_options import Options, parse_options
 from attestor.exec_renew import Renewable, Renewer
 from attestor.exec_revoke import RevocationReport, revoke_call
 from attestor.exec_roles import Role, parse_role, resolve_roles
-from attestor.exec_vault import Lease, Login, VaultClient
+from attestor.exec_vault import Lease, Login, VaultClient, VaultRequestError
 from attestor.exec_watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,13 @@ class Call:
     def _mint(self, vault: VaultClient, role: Role) -> None:
         assert self.watchdog is not None
         params = {"ttl": str(self.options.ttl)} if self.options.ttl else None
-        lease = self._check(lambda: vault.read_creds(role.path, params))
+        try:
+            lease = self._check(lambda: vault.read_creds(role.path, params))
+        except VaultRequestError as err:
+            raise DeniedError(
+                f"cannot read the credentials of role {role}: {err}; check that the "
+                f"role exists and lists agent {self.record.agent!r} in allowed_agents"
+            ) from err
         self.leases.append((role, lease))
         self.record.lease_ids.append(lease.lease_id)
         self.watchdog.add_lease(lease.lease_id)

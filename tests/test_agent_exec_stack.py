@@ -1,0 +1,311 @@
+"""agent-exec end to end: the real attestor, OpenBao, plugin and PostgreSQL.
+
+The session's `stack` fixture runs everything on 127.0.0.1 with the agent
+`dev` and its role `demo-readonly`. Each test checks the credential from
+both sides: inside the command (what it can do) and from the administrator's
+view afterwards (the PostgreSQL role, the Vault lease and the token are gone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hvac
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.stack
+
+AGENT_EXEC = str(Path(sys.executable).parent / "agent-exec")
+CREDS_PREFIX = "agent-creds/database/creds/demo-readonly/"
+WHOAMI = "psql -Atc 'select current_user'"
+
+
+@pytest.fixture
+def admin(stack: Any) -> hvac.Client:
+    return hvac.Client(url=stack.vault_addr, token=stack.root_token)
+
+
+@pytest.fixture
+def pg(stack: Any) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=stack.pg_port,
+        user=stack.pg_user,
+        password=stack.pg_password,
+        dbname="demo",
+        autocommit=True,
+    ) as conn:
+        yield conn
+
+
+def agent_env(stack: Any, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VAULT_", "PG", "AWS_"))
+    }
+    env.update(VAULT_ADDR=stack.vault_addr, AGENT_ATTESTOR_SOCKET=stack.attestor_socket)
+    env.update(extra)
+    return env
+
+
+def run_exec(stack: Any, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AGENT_EXEC, *args],
+        env=agent_env(stack, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def start_exec(stack: Any, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [AGENT_EXEC, *args],
+        env=agent_env(stack),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def live_leases(admin: hvac.Client) -> list[str]:
+    try:
+        listing = admin.adapter.request("LIST", f"v1/sys/leases/lookup/{CREDS_PREFIX}")
+    except hvac.exceptions.InvalidPath:
+        return []
+    return [CREDS_PREFIX + key for key in listing["data"]["keys"]]
+
+
+def role_exists(pg: psycopg.Connection[Any], name: str) -> bool:
+    row = pg.execute(
+        "select count(*) from pg_roles where rolname = %s", (name,)
+    ).fetchone()
+    return row is not None and row[0] == 1
+
+
+def accessor_alive(admin: hvac.Client, accessor: str) -> bool:
+    try:
+        admin.auth.token.lookup_accessor(accessor)
+    except hvac.exceptions.InvalidRequest:
+        return False  # "invalid accessor": revoked or expired
+    return True
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def audit_record(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert isinstance(record, dict)
+    return record
+
+
+def test_role_lives_only_during_call(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any]
+) -> None:
+    before = live_leases(admin)
+    script = f"{WHOAMI}; read done"
+    with start_exec(
+        stack, "--json", "--role", "demo-readonly", "--", "sh", "-c", script
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        user = proc.stdout.readline().strip()
+        assert user.startswith("v-dev-")
+        assert role_exists(pg, user)
+        assert len(live_leases(admin)) == len(before) + 1
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stderr is not None
+        record = json.loads(proc.stderr.read().strip().splitlines()[-1])
+
+    assert not role_exists(pg, user)
+    assert live_leases(admin) == before
+    assert not accessor_alive(admin, record["token_accessor"])
+    assert record["revocation"]["ok"] is True
+
+
+def test_environment_scrubbed_on_stack(stack: Any) -> None:
+    script = "env; sleep 2 & sleep 0.3; tr '\\0' '\\n' < /proc/$!/environ; wait"
+    result = run_exec(
+        stack,
+        "--role",
+        "demo-readonly",
+        "--",
+        "sh",
+        "-c",
+        script,
+        VAULT_TOKEN=stack.root_token,
+        PGPASSWORD=stack.pg_password,
+        AWS_SECRET_ACCESS_KEY="inherited-aws-secret",
+    )
+    assert result.returncode == 0, result.stderr
+    assert stack.root_token not in result.stdout
+    assert stack.pg_password not in result.stdout
+    assert "inherited-aws-secret" not in result.stdout
+    assert stack.attestor_socket not in result.stdout
+    assert "VAULT_ADDR" not in result.stdout
+    assert "eyJ" not in result.stdout  # the header of every JWT
+    assert result.stdout.count("PGPASSWORD=") == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["sh", "-c", "exit 3"], 3),
+        (["sh", "-c", "kill -9 $$"], 137),
+        (["no-such-command-7f3a"], 127),
+    ],
+)
+def test_exit_codes_on_stack(
+    stack: Any, admin: hvac.Client, command: list[str], expected: int
+) -> None:
+    before = live_leases(admin)
+    result = run_exec(stack, "--role", "demo-readonly", "--", *command)
+    assert result.returncode == expected, result.stderr
+    assert live_leases(admin) == before
+
+
+def test_sigterm_trap_exit_code_on_stack(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any]
+) -> None:
+    script = f'trap "exit 7" TERM; {WHOAMI}; while :; do sleep 0.1; done'
+    with start_exec(stack, "--role", "demo-readonly", "--", "sh", "-c", script) as proc:
+        assert proc.stdout is not None
+        user = proc.stdout.readline().strip()
+        assert role_exists(pg, user)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 7
+    assert not role_exists(pg, user)
+
+
+def test_policy_denied_role_mints_nothing(stack: Any, admin: hvac.Client) -> None:
+    before = live_leases(admin)
+    result = run_exec(
+        stack,
+        "--json",
+        "--role",
+        "database/demo-readonly",
+        "--role",
+        "aws/deploy",
+        "--",
+        "true",
+    )
+    assert result.returncode == 77
+    assert "not allowed" in result.stderr
+    record = audit_record(result)
+    assert record["policy"]["decision"] == "denied"
+    assert record["lease_ids"] == []
+    assert live_leases(admin) == before
+
+
+@contextmanager
+def extra_read_grant(admin: hvac.Client, path: str) -> Iterator[None]:
+    """Let agent `dev` read `path` too, for one test; the policy may be JSON or HCL."""
+    original = admin.sys.read_policy("agent-dev")["data"]["rules"]
+    if original.lstrip().startswith("{"):
+        rules = json.loads(original)
+        rules["path"][path] = {"capabilities": ["read"]}
+        extended = json.dumps(rules)
+    else:
+        extended = original + f'\npath "{path}" {{ capabilities = ["read"] }}\n'
+    admin.sys.create_or_update_policy("agent-dev", extended)
+    try:
+        yield
+    finally:
+        admin.sys.create_or_update_policy("agent-dev", original)
+
+
+def test_second_role_failing_revokes_first(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any]
+) -> None:
+    marker = Path(stack.state_dir) / "exec-test-ran"
+    with extra_read_grant(admin, "agent-creds/aws/creds/exec-test-missing"):
+        result = run_exec(
+            stack,
+            "--json",
+            "--role",
+            "database/demo-readonly",
+            "--role",
+            "aws/exec-test-missing",
+            "--",
+            "touch",
+            str(marker),
+        )
+    assert result.returncode == 77, result.stderr
+    assert "exec-test-missing" in result.stderr
+    assert not marker.exists()
+    record = audit_record(result)
+    assert len(record["lease_ids"]) == 1
+    assert record["revocation"]["leases_revoked"] == record["lease_ids"]
+    assert record["lease_ids"][0] not in live_leases(admin)
+
+
+def test_sigkill_of_agent_exec_on_stack(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any]
+) -> None:
+    before = live_leases(admin)
+    script = f"{WHOAMI}; sleep 60 & echo $!; wait"
+    with start_exec(stack, "--role", "demo-readonly", "--", "sh", "-c", script) as proc:
+        assert proc.stdout is not None
+        user = proc.stdout.readline().strip()
+        grandchild = int(proc.stdout.readline())
+        assert role_exists(pg, user)
+        killed_at = time.monotonic()
+        proc.kill()
+        proc.wait(timeout=10)
+    assert eventually(lambda: not role_exists(pg, user), timeout=10)
+    assert time.monotonic() - killed_at < 10
+    assert eventually(lambda: live_leases(admin) == before)
+    assert eventually(
+        lambda: (
+            not Path(f"/proc/{grandchild}/cmdline").exists()
+            or Path(f"/proc/{grandchild}/cmdline").read_bytes() == b""
+        )
+    )
+
+
+def test_audit_record_matches_vault(stack: Any) -> None:
+    result = run_exec(
+        stack,
+        "--json",
+        "--role",
+        "demo-readonly",
+        "--tool",
+        "psql",
+        "--on-behalf-of",
+        "alice@example.com",
+        "--",
+        "sh",
+        "-c",
+        WHOAMI,
+    )
+    assert result.returncode == 0, result.stderr
+    record = audit_record(result)
+    assert record["agent"] == "dev"
+    assert record["attested"]["uid"] == str(os.getuid())
+    assert record["asserted"] == {"tool": "psql", "on_behalf_of": "alice@example.com"}
+    assert record["policy"]["decision"] == "allowed"
+    assert "agent-dev" in record["policy"]["token_policies"]
+    audit_log = Path(stack.state_dir) / "openbao" / "audit.log"
+    assert record["token_accessor"] in audit_log.read_text()
+    assert record["call_id"] in audit_log.read_text()

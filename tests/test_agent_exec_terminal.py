@@ -1,0 +1,103 @@
+"""agent-exec on a pseudo-terminal: the command gets the terminal, then returns it.
+
+Each test starts a new session whose controlling terminal is a fresh pty
+(`setsid --ctty`), so agent-exec runs in the terminal's foreground process
+group as it would under an interactive shell. Vault and the attestor are the
+fakes of tests/support/exec_fakes.py.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.exec_fakes import (
+    AttestorState,
+    VaultState,
+    fake_attestor,
+    fake_vault,
+)
+
+AGENT_EXEC = str(Path(sys.executable).parent / "agent-exec")
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def exec_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    vault = VaultState(readable={"database/creds/demo-readonly"})
+    with fake_vault(vault) as addr, fake_attestor(AttestorState(), tmp_path) as sock:
+        yield {**os.environ, "VAULT_ADDR": addr, "AGENT_ATTESTOR_SOCKET": sock}
+
+
+def run_on_terminal(argv: list[str], env: dict[str, str], typed: bytes = b"") -> str:
+    """Run `argv` as a session leader on a new pty; return all it printed."""
+    master, slave = os.openpty()
+    with subprocess.Popen(
+        ["setsid", "--ctty", *argv],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    ) as proc:
+        os.close(slave)
+        if typed:
+            os.write(master, typed)
+        output = _read_until_closed(master, deadline=time.monotonic() + 30)
+        assert proc.wait(timeout=30) == 0, output
+    os.close(master)
+    return output.decode(errors="replace").replace("\r\n", "\n")
+
+
+def _read_until_closed(master: int, deadline: float) -> bytes:
+    chunks = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_command_gets_foreground(exec_env: dict[str, str]) -> None:
+    check = "import os; print('foreground:', os.tcgetpgrp(0) == os.getpgrp())"
+    output = run_on_terminal(
+        [AGENT_EXEC, "--role", "demo-readonly", "--", PYTHON, "-c", check], exec_env
+    )
+    assert "foreground: True" in output
+
+
+def test_command_reads_terminal(exec_env: dict[str, str]) -> None:
+    output = run_on_terminal(
+        [
+            AGENT_EXEC,
+            "--role",
+            "demo-readonly",
+            "--",
+            "sh",
+            "-c",
+            'read x; echo "got:$x"',
+        ],
+        exec_env,
+        typed=b"hello\n",
+    )
+    assert "got:hello" in output
+
+
+def test_terminal_returned_after_command(exec_env: dict[str, str]) -> None:
+    check = "import os; print('returned:', os.tcgetpgrp(0) == os.getpgrp())"
+    script = f'"$0" --role demo-readonly -- true; "{PYTHON}" -c "{check}"'
+    output = run_on_terminal(["sh", "-c", script, AGENT_EXEC], exec_env)
+    assert "returned: True" in output
