@@ -10,9 +10,8 @@ variable "plugin_command" {
 }
 
 variable "plugin_version" {
-  description = "Semantic version to register the plugin under (for example v0.1.0); empty registers it unversioned."
+  description = "Version the plugin reports (scripts/build-plugin prints it, for example v0.1.0). Vault files a plugin under its reported version, so the catalog entry and the mount must name it."
   type        = string
-  default     = ""
 }
 
 variable "plugin_env" {

@@ -78,13 +78,15 @@ def apply(
     state = State(Path(state_path) if state_path else None)
     planner = _planner(module_dir, variables)
     applied: list[str] = []
+    order = planner.order(target_list)
     try:
-        for resource in planner.order(target_list):
+        for resource in order:
             for instance in planner.expand(resource):
                 _apply_instance(client, planner, state, instance)
                 applied.append(instance.address)
-        if target_list is None:
-            _delete_orphans(client, planner, state, applied, token=client.token)
+        # As with -target, only instances of the selected blocks are pruned.
+        blocks = {r.address for r in order} if target_list is not None else None
+        _delete_orphans(client, planner, state, applied, blocks, token=client.token)
     finally:
         state.save()
     if target_list is not None:
@@ -126,8 +128,7 @@ def destroy(
         for instance in reversed(instances):
             _destroy_instance(client, planner, instance, env)
             state.forget(instance.address)
-        if target_list is None:
-            _delete_orphans(client, planner, state, [], token=client.token)
+        _delete_orphans(client, planner, state, [], selected, token=client.token)
     finally:
         state.save()
 
@@ -182,11 +183,22 @@ def _destroy_instance(
 
 
 def _delete_orphans(
-    client: VaultClient, planner: Planner, state: State, keep: list[str], *, token: str
+    client: VaultClient,
+    planner: Planner,
+    state: State,
+    keep: list[str],
+    blocks: set[str] | None,
+    *,
+    token: str,
 ) -> None:
-    """Delete recorded instances the configuration no longer declares."""
+    """Delete recorded instances the configuration no longer declares.
+
+    With `blocks`, only records of those resource blocks are deleted.
+    """
     env = provisioner_env(client.addr, token)
     for record in state.orphans(keep):
+        if blocks is not None and record.resource not in blocks:
+            continue
         resource = planner.module.resources.get(record.resource)
         # Terraform runs destroy provisioners of a removed instance only
         # while its resource block is still in the configuration.

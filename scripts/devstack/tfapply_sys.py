@@ -57,11 +57,40 @@ class Plugin(ResourceType):
             if attrs.get_ok(field):
                 body[field] = attrs.get(field)
         client.put(_catalog_path(attrs), body)
+        if client.read(_catalog_path(attrs), query=_version_query(attrs)) is None:
+            _reject_reported_version(client, attrs)
         return {"id": _plugin_id(attrs)}
 
     def delete(self, client: VaultClient, attrs: Attrs) -> None:
-        query = {"version": attrs.get("version")} if attrs.get_ok("version") else None
-        client.delete(_catalog_path(attrs), query=query)
+        client.delete(_catalog_path(attrs), query=_version_query(attrs))
+
+
+def _version_query(attrs: Attrs) -> dict[str, str] | None:
+    return {"version": attrs.get("version")} if attrs.get_ok("version") else None
+
+
+def _reject_reported_version(client: VaultClient, attrs: Attrs) -> None:
+    """Undo a registration Vault filed under the plugin's own version, and fail.
+
+    Vault 1.12+ and OpenBao run an unversioned plugin at registration and
+    file it under the version the plugin reports. The entry is then not
+    found without that version, and an unversioned deregister misses it.
+    """
+    catalog = client.read("sys/plugins/catalog") or {}
+    versions = [
+        entry.get("version")
+        for entry in (catalog.get("data") or {}).get("detailed") or []
+        if entry.get("name") == attrs.get("name")
+        and entry.get("type") == attrs.get("type")
+        and entry.get("version")
+    ]
+    for version in versions:
+        client.delete(_catalog_path(attrs), query={"version": version})
+    raise ConfigError(
+        f"Vault registered plugin {attrs.get('name')} under the version it "
+        f"reports ({', '.join(versions) or 'none found'}), not under "
+        f"{attrs.get('version')!r}: set version (plugin_version) to that value"
+    )
 
 
 def _catalog_path(attrs: Attrs) -> str:

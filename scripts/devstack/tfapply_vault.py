@@ -62,10 +62,12 @@ class VaultClient:
             ) from err
         return json.loads(raw) if raw.strip() else None
 
-    def read(self, path: str) -> dict[str, Any] | None:
+    def read(
+        self, path: str, *, query: dict[str, str] | None = None
+    ) -> dict[str, Any] | None:
         """GET `path`; return None when Vault answers 404."""
         try:
-            return self.request("GET", path)
+            return self.request("GET", path, query=query)
         except VaultAPIError as err:
             if err.status == 404:
                 return None
