@@ -94,7 +94,10 @@ def parse_config(raw: dict[str, Any], path: str) -> Config:
     """Validate an already parsed TOML document; `path` names it in errors."""
     fields = Fields(raw, f"{path}:", ConfigError)
     jwks_host, jwks_port = _parse_address(fields, "jwks_address", "127.0.0.1:8300")
-    socket_mode = fields.integer("socket_mode", 0o666, minimum=0, maximum=0o777)
+    socket_group = fields.optional_string("socket_group")
+    # With a group, only its members (and root) may connect by default.
+    default_mode = 0o666 if socket_group is None else 0o660
+    socket_mode = fields.integer("socket_mode", default_mode, minimum=0, maximum=0o777)
     tls = _parse_tls(fields, jwks_host)
     rate = fields.table("rate_limit")
 
@@ -110,7 +113,7 @@ def parse_config(raw: dict[str, Any], path: str) -> Config:
         path=path,
         socket_path=fields.string("socket_path", "/run/agent-attestor/agent.sock"),
         socket_mode=socket_mode,
-        socket_group=fields.optional_string("socket_group"),
+        socket_group=socket_group,
         jwks_host=jwks_host,
         jwks_port=jwks_port,
         issuer=fields.optional_string("issuer"),
