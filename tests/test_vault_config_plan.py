@@ -64,9 +64,10 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def test_fmt_check_passes() -> None:
-    result = TerraformCommand(str(MODULE)).fmt(
-        check_input=True, list=True, write=False, diff=True, check=False
+@pytest.mark.parametrize("folder", [MODULE, MODULE.parent / "deploy"])
+def test_fmt_check_passes(folder: Path) -> None:
+    result = TerraformCommand(str(folder)).fmt(
+        check_input=True, list=True, write=False, diff=True, recursive=True, check=False
     )
     assert result.retcode == 0, f"terraform fmt -check failed:\n{result.value}"
 
