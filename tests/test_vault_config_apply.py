@@ -2,8 +2,8 @@
 
 Each test starts its own OpenBao (about half a second) on a free port with
 HOME in a temporary folder. The JWT auth and policy parts are applied with
-`targets`, so they need no plugin; logins use JWTs signed here with an
-ES256 key whose public half is configured as `jwt_validation_pubkeys`.
+`targets`, so they need no plugin. Logins use JWTs signed here with an ES256
+key whose public half is configured as `jwt_validation_pubkeys`.
 """
 
 from __future__ import annotations

@@ -58,10 +58,11 @@ class JwtAuthBackend(ResourceType):
     }
 
     def validate(self, attrs: Attrs) -> None:
-        given = [name for name in KEY_SOURCES if attrs.get(name) is not None]
-        if len(given) != 1:
+        sources_set = [name for name in KEY_SOURCES if attrs.get(name) is not None]
+        if len(sources_set) != 1:
             raise ConfigError(
-                f"exactly one of {', '.join(KEY_SOURCES)} must be set, got {given}"
+                f"exactly one of {', '.join(KEY_SOURCES)} must be set, "
+                f"got {sources_set}"
             )
         if attrs.get("type") not in ("jwt", "oidc"):
             raise ConfigError("type must be jwt or oidc")

@@ -135,6 +135,8 @@ def _unescape(token: Token) -> str:
 def _heredoc(tree: Tree[Token], context: Context) -> Any:
     # A heredoc body is a template without escapes: re-parse it as a quoted
     # string whose backslashes, quotes and newlines are escaped.
+    # NOTE: quotes inside a ${...} of a heredoc are escaped too and then fail
+    # to parse; vault-config/ evaluates no such heredoc.
     first, *lines = _token_text(tree).split("\n")
     body = lines[:-2]
     if tree.data == "heredoc_template_trim":

@@ -38,9 +38,9 @@ class BlockSchema:
 class Attrs:
     """A resource instance's arguments after evaluation and conversion.
 
-    `values` holds every schema argument (unset ones as their default or
-    None) plus nested blocks as lists of dicts and computed attributes;
-    `configured` names the arguments the configuration set to non-null.
+    `values` contains every schema argument, with unset ones as their default
+    or None. `blocks` contains the nested blocks. `configured` names the
+    arguments the configuration set to a non-null value.
     """
 
     values: dict[str, Any]
@@ -51,7 +51,7 @@ class Attrs:
         return self.values.get(name)
 
     def get_ok(self, name: str) -> Any:
-        """Return the value if the provider's `GetOk` sees it as set, else None."""
+        """Return the value if the provider's `GetOk` reports it as set, else None."""
         value = self.values.get(name)
         return value if is_set(value) else None
 

@@ -1,10 +1,10 @@
 """Terraform type constraints of input variables, and conversion to them.
 
-Conversion follows Terraform where it is lenient (numbers and bools become
-strings, numeric strings become numbers, `optional()` attributes get their
-defaults) and is stricter in one place: an object attribute the type does
-not declare is an error instead of being dropped, so a misspelt key in the
-agents map fails the apply instead of silently taking a default.
+Conversion follows Terraform where it is lenient: numbers and bools become
+strings, numeric strings become numbers, and `optional()` attributes get
+their defaults. It is stricter in one place. An object attribute the type
+does not declare is an error instead of being dropped, so a misspelt key in
+the agents map fails the apply instead of silently taking a default.
 Error messages name the variable path and types, never a value, because a
 variable may be sensitive.
 """
