@@ -33,7 +33,7 @@ from attestor.exec_errors import (
 from attestor.exec_options import Options, parse_options
 from attestor.exec_renew import Renewable, Renewer
 from attestor.exec_revoke import RevocationReport, revoke_call
-from attestor.exec_roles import Role, parse_role, resolve_roles
+from attestor.exec_roles import Role, creds_params, parse_role, resolve_roles
 from attestor.exec_vault import Lease, Login, VaultClient, VaultRequestError
 from attestor.exec_watchdog import Watchdog
 
@@ -94,9 +94,10 @@ class Call:
 
         roles = self._check(lambda: resolve_roles(vault, options.mount, specs))
         self.record.roles = [str(role) for role in roles]
+        params = [creds_params(role, options.ttl) for role in roles]
         self.stopwatch.lap("resolve_roles")
-        for role in roles:
-            self._mint(vault, role)
+        for role, role_params in zip(roles, params, strict=True):
+            self._mint(vault, role, role_params)
         self.stopwatch.lap("mint")
         self.record.decision = "allowed"
 
@@ -128,9 +129,10 @@ class Call:
         self.stopwatch.lap("login")
         return login
 
-    def _mint(self, vault: VaultClient, role: Role) -> None:
+    def _mint(
+        self, vault: VaultClient, role: Role, params: dict[str, str] | None
+    ) -> None:
         assert self.watchdog is not None
-        params = {"ttl": str(self.options.ttl)} if self.options.ttl else None
         try:
             lease = self._check(lambda: vault.read_creds(role.path, params))
         except VaultRequestError as err:

@@ -75,6 +75,23 @@ def resolve_roles(vault: VaultClient, mount: str, specs: list[RoleSpec]) -> list
     return roles
 
 
+def creds_params(role: Role, ttl: int | None) -> dict[str, str] | None:
+    """Return the query parameters of a creds read that requests `ttl` seconds.
+
+    Vault's AWS engine takes `ttl` on `aws/creds/<name>`; its database engine,
+    and this plugin's `database/creds/<name>`, take none, so a shorter lease
+    cannot be requested there and the call fails before anything is minted.
+    """
+    if ttl is None:
+        return None
+    if role.kind == "database":
+        raise UsageError(
+            f"--ttl cannot shorten the lease of {role}: database creds reads take "
+            "no ttl; drop --ttl, or set a shorter default_ttl on the role"
+        )
+    return {"ttl": str(ttl)}
+
+
 def _kinds(spec: RoleSpec) -> tuple[str, ...]:
     return (spec.kind,) if spec.kind else KINDS
 

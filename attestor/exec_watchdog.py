@@ -43,6 +43,7 @@ class Watchdog:
     def __init__(self, pid: int, pipe: int) -> None:
         self.pid = pid
         self._pipe = pipe
+        self._lost = False
 
     @classmethod
     def start(cls, vault: VaultClient) -> Watchdog:
@@ -64,15 +65,26 @@ class Watchdog:
 
     def stop(self) -> None:
         """Tell the watchdog the call ended cleanly and wait for it to exit."""
-        with contextlib.suppress(OSError):
-            self._send("done")
+        self._send("done")
         with contextlib.suppress(OSError):
             os.close(self._pipe)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
 
     def _send(self, line: str) -> None:
-        os.write(self._pipe, line.encode() + b"\n")
+        try:
+            os.write(self._pipe, line.encode() + b"\n")
+        except OSError as err:
+            # The call goes on without the watchdog: the credentials are still
+            # revoked at the end, only a SIGKILL of agent-exec is not covered.
+            if not self._lost:
+                log.warning(
+                    "watchdog pid=%d is gone (%s); if agent-exec is killed, the "
+                    "credentials last until their TTL",
+                    self.pid,
+                    err,
+                )
+            self._lost = True
 
 
 def _watchdog_main(vault: VaultClient, pipe: int) -> NoReturn:

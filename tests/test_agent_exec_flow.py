@@ -316,3 +316,24 @@ def test_json_audit_record(fakes: Fakes) -> None:
     assert "p@ss/w:rd" not in result.stderr
     assert fakes.vault.issued_tokens[0] not in result.stderr
     assert fakes.attestor.issued[0] not in result.stderr
+
+
+def test_signal_before_command_mints_nothing(fakes: Fakes) -> None:
+    fakes.attestor.delay = 5.0
+    with fakes.start("--role", "demo-readonly", "--", "true") as proc:
+        assert wait_for(lambda: fakes.attestor.requests != [])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert fakes.vault.requests == []
+
+
+def test_signal_during_revocation_ignored(fakes: Fakes) -> None:
+    fakes.vault.revoke_delay = 1.0
+    with fakes.start("--role", "demo-readonly", "--", "echo", "ran") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ran\n"
+        assert wait_for(lambda: any("revoke" in p for _, p in fakes.vault.requests))
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    assert_all_revoked(fakes)

@@ -309,3 +309,38 @@ def test_audit_record_matches_vault(stack: Any) -> None:
     audit_log = Path(stack.state_dir) / "openbao" / "audit.log"
     assert record["token_accessor"] in audit_log.read_text()
     assert record["call_id"] in audit_log.read_text()
+
+
+@contextmanager
+def short_ttls(admin: hvac.Client, seconds: int) -> Iterator[None]:
+    """Give the JWT role's tokens and demo-readonly's leases a TTL of `seconds`."""
+    token_ttl = admin.read("auth/jwt/role/dev")["data"]["token_ttl"]
+    role = admin.read("agent-creds/database/roles/demo-readonly")["data"]
+    # OpenBao 2.7 treats a JWT role update without role_type as an oidc role.
+    admin.write("auth/jwt/role/dev", role_type="jwt", token_ttl=seconds)
+    admin.write(
+        "agent-creds/database/roles/demo-readonly", **{**role, "default_ttl": seconds}
+    )
+    try:
+        yield
+    finally:
+        admin.write("auth/jwt/role/dev", role_type="jwt", token_ttl=token_ttl)
+        admin.write("agent-creds/database/roles/demo-readonly", **role)
+
+
+def test_renewal_outlives_short_ttls(stack: Any, admin: hvac.Client) -> None:
+    with short_ttls(admin, 3):
+        result = run_exec(
+            stack,
+            "--json",
+            "--role",
+            "demo-readonly",
+            "--",
+            "sh",
+            "-c",
+            "sleep 7; psql -Atc 'select 42'",
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "42"
+    record = audit_record(result)
+    assert record["revocation"]["ok"] is True

@@ -14,6 +14,7 @@ import os
 import socket
 import socketserver
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ class VaultState:
     readable: set[str] = field(default_factory=set)  # creds paths under MOUNT
     plugin_denies: set[str] = field(default_factory=set)
     failing_revokes: set[str] = field(default_factory=set)  # "*" fails them all
+    revoke_delay: float = 0.0  # seconds each lease revocation takes
     token_ttl: int = 120
     lease_ttl: int = 300
     tokens: dict[str, str] = field(default_factory=dict)  # live token -> accessor
@@ -196,6 +198,7 @@ class _VaultHandler(BaseHTTPRequestHandler):
 
     def _revoke_lease(self, lease_id: str) -> tuple[int, Any]:
         s = self.state
+        time.sleep(s.revoke_delay)
         if lease_id in s.failing_revokes or "*" in s.failing_revokes:
             return _error(400, "failed to revoke: the database is unreachable")
         s.leases.pop(lease_id, None)
@@ -229,6 +232,7 @@ def fake_vault(state: VaultState) -> Iterator[str]:
 class AttestorState:
     agent: str = "dev"
     failure: str = ""  # an error code to return instead of a token
+    delay: float = 0.0  # seconds before each response
     requests: list[dict[str, Any]] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)  # the JWTs returned
     jtis: list[str] = field(default_factory=list)
@@ -240,6 +244,7 @@ class _AttestorHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         request = json.loads(self.rfile.readline())
         self.state.requests.append(request)
+        time.sleep(self.state.delay)
         if self.state.failure:
             reply = {
                 "ok": False,

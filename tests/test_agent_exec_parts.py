@@ -1,0 +1,294 @@
+"""agent-exec's building blocks, each through its own interface.
+
+The HTTP client talks to real sockets on 127.0.0.1; the renewer talks to the
+fake Vault of tests/support/exec_fakes.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from attestor.exec_audit import decode_claims
+from attestor.exec_command import resolve_command
+from attestor.exec_env import aws_environ, child_environ, database_environ
+from attestor.exec_errors import (
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    UnavailableError,
+    UsageError,
+)
+from attestor.exec_http import HttpConnection, HttpError
+from attestor.exec_options import parse_options
+from attestor.exec_renew import Renewable, Renewer
+from attestor.exec_roles import Role, creds_params, parse_role
+from attestor.exec_vault import VaultClient, _tidy
+from tests.support.exec_fakes import VaultState, fake_vault, make_jwt
+
+DB_DATA = {
+    "username": "v-dev-x",
+    "password": "a b@c/d:e%f",
+    "host": "db.internal",
+    "port": 5432,
+    "database": "sales data",
+}
+
+
+def executable(path: Path, mode: int = 0o755) -> Path:
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(mode)
+    return path
+
+
+def test_command_found_in_path(tmp_path: Path) -> None:
+    tool = executable(tmp_path / "tool")
+    assert resolve_command("tool", f"/nonexistent:{tmp_path}") == str(tool)
+
+
+def test_command_with_slash_used_as_given(tmp_path: Path) -> None:
+    tool = executable(tmp_path / "tool")
+    assert resolve_command(str(tool), "") == str(tool)
+
+
+def test_command_not_found(tmp_path: Path) -> None:
+    with pytest.raises(CommandNotFoundError, match="'missing' is in no directory"):
+        resolve_command("missing", str(tmp_path))
+
+
+def test_command_later_executable_wins(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    executable(first / "tool", 0o644)
+    tool = executable(second / "tool")
+    assert resolve_command("tool", f"{first}:{second}") == str(tool)
+
+
+def test_command_not_executable(tmp_path: Path) -> None:
+    executable(tmp_path / "tool", 0o644)
+    with pytest.raises(CommandNotExecutableError, match="permission denied"):
+        resolve_command("tool", str(tmp_path))
+
+
+def test_command_directory_not_executable(tmp_path: Path) -> None:
+    with pytest.raises(CommandNotExecutableError, match="is a directory"):
+        resolve_command(str(tmp_path), "")
+
+
+def test_database_environ_encodes_url() -> None:
+    env = database_environ(DB_DATA)
+    assert env["PGPASSWORD"] == "a b@c/d:e%f"
+    assert env["PGPORT"] == "5432"
+    assert env["DATABASE_URL"] == (
+        "postgresql://v-dev-x:a%20b%40c%2Fd%3Ae%25f@db.internal:5432/sales%20data"
+    )
+
+
+def test_database_environ_brackets_ipv6() -> None:
+    env = database_environ({**DB_DATA, "host": "::1"})
+    assert env["PGHOST"] == "::1"
+    assert "@[::1]:5432/" in env["DATABASE_URL"]
+
+
+def test_database_environ_missing_field() -> None:
+    with pytest.raises(UnavailableError, match="no 'host' field"):
+        database_environ({**DB_DATA, "host": ""})
+
+
+def test_aws_environ_optional_fields() -> None:
+    env = aws_environ({"access_key": "AK", "secret_key": "SK", "session_token": None})
+    assert env == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"}
+
+
+def test_aws_environ_region_for_both_sdks() -> None:
+    env = aws_environ(
+        {"access_key": "AK", "secret_key": "SK", "session_token": "ST", "region": "r1"}
+    )
+    assert env["AWS_SESSION_TOKEN"] == "ST"
+    assert env["AWS_REGION"] == "r1"
+    assert env["AWS_DEFAULT_REGION"] == "r1"
+
+
+def test_child_environ_scrubs_inherited() -> None:
+    inherited = {
+        "PATH": "/bin",
+        "VAULT_TOKEN": "t",
+        "BAO_ADDR": "a",
+        "PGSERVICE": "s",
+        "AWS_PROFILE": "p",
+        "DATABASE_URL": "u",
+        "AGENT_ATTESTOR_SOCKET": "/s",
+    }
+    assert child_environ(inherited, []) == {"PATH": "/bin"}
+    env = child_environ(inherited, [("database", DB_DATA)])
+    assert env["PGUSER"] == "v-dev-x"
+    assert "PGSERVICE" not in env
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "name"),
+    [
+        ("demo", "", "demo"),
+        ("database/demo", "database", "demo"),
+        ("aws/a.b-c", "aws", "a.b-c"),
+    ],
+)
+def test_parse_role_valid(value: str, kind: str, name: str) -> None:
+    spec = parse_role(value)
+    assert spec.kind == kind
+    assert spec.name == name
+
+
+@pytest.mark.parametrize("value", ["gcp/demo", "database/", "-demo", "a b", "x/y/z"])
+def test_parse_role_invalid(value: str) -> None:
+    with pytest.raises(UsageError, match="invalid role"):
+        parse_role(value)
+
+
+def test_creds_params_ttl_per_engine() -> None:
+    aws = Role(kind="aws", name="deploy", path="agent-creds/aws/creds/deploy")
+    database = Role(kind="database", name="ro", path="agent-creds/database/creds/ro")
+    assert creds_params(aws, 60) == {"ttl": "60"}
+    assert creds_params(database, None) is None
+    with pytest.raises(UsageError, match="default_ttl"):
+        creds_params(database, 60)
+
+
+def test_options_need_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    with pytest.raises(UsageError, match="no command given"):
+        parse_options(["--role", "demo", "--"])
+
+
+def test_options_need_vault_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    monkeypatch.delenv("BAO_ADDR", raising=False)
+    with pytest.raises(UsageError, match="no Vault address"):
+        parse_options(["--role", "demo", "--", "true"])
+
+
+def test_options_reject_negative_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    with pytest.raises(UsageError, match="must be 0 or more seconds"):
+        parse_options(["--role", "d", "--kill-timeout", "-1", "--", "true"])
+
+
+def test_options_keep_command_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAO_ADDR", "http://127.0.0.1:2")
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    options = parse_options(["--role", "d", "--", "sh", "--json", "-c", "x"])
+    assert options.command == ["sh", "--json", "-c", "x"]
+    assert options.vault_addr == "http://127.0.0.1:2"
+    assert options.json is False
+
+
+def test_tidy_flattens_multierror() -> None:
+    assert _tidy("2 errors occurred:\n\t* first\n\t* second\n\n") == "first; second"
+    assert _tidy("invalid lease") == "invalid lease"
+
+
+def test_decode_claims_of_jwt() -> None:
+    claims = decode_claims(make_jwt({"sub": "dev", "asserted": {"tool": "psql"}}))
+    assert claims == {"sub": "dev", "asserted": {"tool": "psql"}}
+    assert decode_claims("not-a-jwt") == {}
+
+
+@contextmanager
+def raw_server(responses: list[bytes]) -> Iterator[tuple[str, list[bytes]]]:
+    """Serve `responses` in order, one per request, over one connection each time."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        queue = list(responses)
+        while queue:
+            conn, _ = listener.accept()
+            with conn:
+                while queue:
+                    request = conn.recv(65536)
+                    if not request:
+                        break
+                    received.append(request)
+                    reply = queue.pop(0)
+                    conn.sendall(reply)
+                    if b"Connection: close" in reply:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_http_reads_chunked_body() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n"
+    )
+    fixed = b"HTTP/1.1 204 No Content\r\n\r\n"
+    with raw_server([chunked, fixed]) as (url, received):
+        connection = HttpConnection(url)
+        assert connection.request("GET", "/a", {}, None).body == b"hello, world"
+        assert connection.request("PUT", "/b", {}, b"{}").status == 204
+        connection.close()
+    assert len(received) == 2  # both requests on one kept-alive connection
+    assert received[1].startswith(b"PUT /b HTTP/1.1\r\n")
+
+
+def test_http_reconnects_after_close() -> None:
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes"
+    with raw_server([first, second]) as (url, _):
+        connection = HttpConnection(url)
+        assert connection.request("GET", "/", {}, None).body == b"ok"
+        assert connection.request("GET", "/", {}, None).body == b"yes"
+        connection.close()
+
+
+def test_http_unreachable_server() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    connection = HttpConnection(f"http://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(HttpError, match="failed"):
+        connection.request("GET", "/", {}, None)
+
+
+def test_http_rejects_bad_address() -> None:
+    with pytest.raises(HttpError, match="invalid Vault address"):
+        HttpConnection("127.0.0.1:8200")
+
+
+def test_renewer_stops_at_max_ttl() -> None:
+    state = VaultState(token_ttl=1)
+    with fake_vault(state) as addr:
+        vault = VaultClient(addr)
+        vault.login_jwt("jwt", "dev", "x.e30.x")
+        token = Renewable(lease_id="", ttl=3)
+        renewer = Renewer(vault, [token])
+        renewer.start()
+        # The fake returns a 1 s TTL on each renewal, shorter than the 3 s
+        # asked for: the first renewal at 2 s already shows the max is reached.
+        time.sleep(2.5)
+        renewer.stop()
+    assert token.renewals == 1
+    assert token.at_max_ttl is True
+    assert state.renewals == ["token"]
+
+
+def test_no_secret_in_client_repr() -> None:
+    state = VaultState()
+    with fake_vault(state) as addr:
+        vault = VaultClient(addr)
+        login = vault.login_jwt("jwt", "dev", "x.e30.x")
+        vault.close()
+    assert login.token.startswith("s.")
+    assert login.token not in repr(login)
