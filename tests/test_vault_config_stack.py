@@ -9,8 +9,10 @@ rotate-root here changes no password another test relies on.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from psycopg import sql
 
+from devstack import attestor as devstack_attestor
 from devstack import openbao, plugin, procs, tfapply
 from devstack.tfapply_errors import ConfigError, TfApplyError
 from devstack.tfapply_vault import VaultClient
@@ -255,3 +258,56 @@ def test_unversioned_plugin_rejected_and_removed(stack: Stack) -> None:
     catalog = vault.read("sys/plugins/catalog") or {}
     names = [entry["name"] for entry in catalog["data"]["detailed"]]
     assert "agent-bridge" not in names
+
+
+AGENT_EXEC = str(Path(sys.executable).parent / "agent-exec")
+
+
+@pytest.fixture
+def attestor(tmp_path: Path) -> Iterator[devstack_attestor.Attestor]:
+    """Start the real attestor with agent dev = this test's uid."""
+    server = devstack_attestor.start(tmp_path, procs.free_port())
+    try:
+        yield server
+    finally:
+        procs.stop("agent-attestor", server.pid)
+
+
+def test_killed_agent_exec_then_destroy_leaves_no_user(
+    stack: Stack, attestor: devstack_attestor.Attestor, pg_cluster: Cluster
+) -> None:
+    vault, variables = stack.vault, stack.variables
+    variables.pop("jwt_validation_pubkeys")
+    variables.update(jwks_url=attestor.jwks_url, bound_issuer=attestor.issuer)
+    tfapply.apply(MODULE, variables, vault.addr, vault.token)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VAULT_", "PG"))
+    }
+    env.update(VAULT_ADDR=vault.addr, AGENT_ATTESTOR_SOCKET=str(attestor.socket_path))
+    script = 'echo "$PGUSER"; sleep 60'
+    argv = [AGENT_EXEC, "--role", "demo-readonly", "--", "sh", "-c", script]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        user = proc.stdout.readline().strip()
+        assert user.startswith("v-dev-demo-readonly-")
+        assert role_exists(pg_cluster, user)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    tfapply.destroy(MODULE, variables, vault.addr, vault.token)
+
+    assert not role_exists(pg_cluster, user)
+    assert "agent-creds/" not in vault.mount_table("mounts")
+    tfapply.apply(MODULE, variables, vault.addr, vault.token)
+    result = subprocess.run(
+        [AGENT_EXEC, "--role", "demo-readonly", "--", "sh", "-c", 'echo "$PGUSER"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("v-dev-demo-readonly-")
