@@ -123,7 +123,7 @@ def parse_config(raw: dict[str, Any], path: str) -> Config:
         host=fields.string("host", socket.gethostname()),
         max_hash_bytes=fields.integer("max_hash_bytes", 256 * 1024 * 1024, minimum=1),
         max_ancestors=fields.integer("max_ancestors", 32, minimum=1, maximum=1024),
-        workers=fields.integer("workers", 16, minimum=1, maximum=256),
+        workers=fields.integer("workers", 2, minimum=1, maximum=64),
         request_timeout=fields.number("request_timeout", 2.0, minimum=0.05, maximum=60),
         rate_limit=_parse_rate_limit(
             Fields(rate, f"{path}: [rate_limit]", ConfigError)

@@ -233,7 +233,11 @@ def write_config(directory: Path, agents: str, extra: str = "") -> Path:
 def start_harness(directory: Path, agents: str, extra: str = "") -> Harness:
     config = write_config(directory, agents, extra)
     decisions = DecisionLog()
-    for name in ("attestor.service", "attestor.socket_server"):
+    for name in (
+        "attestor.service",
+        "attestor.request_reader",
+        "attestor.socket_server",
+    ):
         logging.getLogger(name).addHandler(decisions)
         logging.getLogger(name).setLevel(logging.DEBUG)
 
@@ -251,7 +255,11 @@ def start_harness(directory: Path, agents: str, extra: str = "") -> Harness:
 
 
 def detach_decisions(harness: Harness) -> None:
-    for name in ("attestor.service", "attestor.socket_server"):
+    for name in (
+        "attestor.service",
+        "attestor.request_reader",
+        "attestor.socket_server",
+    ):
         logging.getLogger(name).removeHandler(harness.decisions)
 
 
