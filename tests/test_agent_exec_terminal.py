@@ -9,6 +9,7 @@ fakes of tests/support/exec_fakes.py.
 from __future__ import annotations
 
 import os
+import pty
 import select
 import subprocess
 import sys
@@ -101,3 +102,46 @@ def test_terminal_returned_after_command(exec_env: dict[str, str]) -> None:
     script = f'"$0" --role demo-readonly -- true; "{PYTHON}" -c "{check}"'
     output = run_on_terminal(["sh", "-c", script, AGENT_EXEC], exec_env)
     assert "returned: True" in output
+
+
+def test_ctrl_z_stops_and_fg_resumes(exec_env: dict[str, str]) -> None:
+    pid, master = pty.fork()
+    if pid == 0:  # the child: an interactive bash with job control on the pty
+        try:
+            argv = ["bash", "--norc", "--noprofile", "-i"]
+            os.execve("/bin/bash", argv, exec_env)  # noqa: S606 - argv list
+        finally:
+            os._exit(127)
+    try:
+        typed = [
+            f"{AGENT_EXEC} --role demo-readonly -- sh -c 'read x; echo got:$x'\n",
+            "\x1a",  # Ctrl-Z, while the command waits for input
+            "jobs\n",
+            "fg\n",
+            "hello\n",
+            "echo rc=$?\n",
+        ]
+        screens = []
+        for keys in typed:
+            os.write(master, keys.encode())
+            screens.append(_read_for(master, 1.5).decode(errors="replace"))
+        os.write(master, b"exit\n")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(master)
+    assert "Stopped" in screens[2]
+    assert "got:hello" in screens[4]
+    assert "rc=0" in screens[5]
+
+
+def _read_for(master: int, seconds: float) -> bytes:
+    chunks = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([master], [], [], remaining)
+        if ready:
+            try:
+                chunks.append(os.read(master, 4096))
+            except OSError:
+                break
+    return b"".join(chunks)
