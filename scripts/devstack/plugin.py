@@ -1,4 +1,4 @@
-"""Build the plugin file, install it in OpenBao's plugin directory, register it."""
+"""Build the plugin file and install it in OpenBao's plugin directory."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import subprocess
 from pathlib import Path
 
 from devstack.procs import StackError
-from devstack.vault import Vault
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_NAME = "agent-bridge"
-MOUNT = "agent-creds"
 
 
 def build() -> Path:
@@ -53,18 +51,3 @@ def install(built: Path, plugin_dir: Path, shiv_root: Path) -> str:
     target.chmod(0o755)
     shiv_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return sha256_of(target)
-
-
-def register(vault: Vault, sha256: str, shiv_root: Path) -> None:
-    vault.write(
-        f"sys/plugins/catalog/secret/{PLUGIN_NAME}",
-        {
-            "sha256": sha256,
-            "command": PLUGIN_NAME,
-            "env": [f"SHIV_ROOT={shiv_root}"],
-        },
-    )
-    mounts = vault.read("sys/mounts")["data"]
-    if f"{MOUNT}/" not in mounts:
-        vault.write(f"sys/mounts/{MOUNT}", {"type": PLUGIN_NAME})
-    log.info("registered plugin %s sha256=%s at %s/", PLUGIN_NAME, sha256, MOUNT)

@@ -14,6 +14,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Popen handles of the processes this interpreter started, kept so they are
+# reaped by poll() instead of warning when garbage-collected while running.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class StackError(Exception):
     """A component of the stack failed to start or stop."""
@@ -61,11 +65,15 @@ def spawn(
             user=user,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     log.info("started %s pid=%d log=%s", name, proc.pid, log_path)
     return proc.pid
 
 
 def is_alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

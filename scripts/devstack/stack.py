@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import attestor, configure, openbao, plugin, postgres
+from devstack import attestor, openbao, plugin, postgres, vaultconfig
 from devstack.procs import StackError, free_port, free_port_pair, is_alive, stop
 from devstack.vault import Vault
 
@@ -104,19 +104,16 @@ def _start_all(state_dir: Path, built: Path, started: dict[str, int]) -> StackSt
 
     shiv_root = state_dir / "openbao" / "plugin-root"
     sha256 = plugin.install(built, bao.plugin_dir, shiv_root)
-    vault = Vault(bao.addr, bao.root_token)
-    plugin.register(vault, sha256, shiv_root)
-    configure.configure(
-        vault,
-        configure.Settings(
-            jwks_url=att.jwks_url,
-            issuer=att.issuer,
-            audience=attestor.AUDIENCE,
-            pg_port=pg.port,
-            pg_user=pg.superuser,
-            pg_password=pg.password,
-        ),
+    values = vaultconfig.variables(
+        plugin_sha256=sha256,
+        shiv_root=shiv_root,
+        jwks_url=att.jwks_url,
+        issuer=att.issuer,
+        pg_port=pg.port,
+        pg_user=pg.superuser,
+        pg_password=pg.password,
     )
+    vaultconfig.apply(bao.addr, bao.root_token, values, state_dir)
     state = StackState(
         state_dir=str(state_dir),
         vault_addr=bao.addr,
@@ -150,6 +147,15 @@ def down(state_dir: Path) -> None:
     if state is None:
         return
     errors: list[str] = []
+    if is_alive(state.openbao_pid):
+        # The dev server keeps its leases in memory: revoke them while it
+        # runs, so no generated role outlives the stack in PostgreSQL's data.
+        try:
+            Vault(state.vault_addr, state.root_token).request(
+                "PUT", "sys/leases/revoke-prefix/agent-creds", {"sync": True}
+            )
+        except StackError as err:
+            errors.append(f"revoking the stack's leases failed: {err}")
     for name, pid in state.pids().items():
         try:
             if name == "postgresql":
