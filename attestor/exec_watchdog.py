@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from typing import NoReturn
 
 from attestor.exec_child import FORWARDED
@@ -49,10 +50,13 @@ class Watchdog:
     def start(cls, vault: VaultClient) -> Watchdog:
         """Fork the watchdog; it keeps a copy of `vault` and its token."""
         read_end, write_end = os.pipe()
+        # Blocked until the watchdog ignores them: agent-exec's handlers raise
+        # exceptions, which in the fork would run agent-exec's own clean-up.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED)
         pid = os.fork()
         if pid == 0:
-            os.close(write_end)
-            _watchdog_main(vault, read_end)
+            _watchdog_main(vault, read_end, write_end, old_mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         os.close(read_end)
         log.debug("started watchdog pid=%d", pid)
         return cls(pid, write_end)
@@ -87,24 +91,29 @@ class Watchdog:
             self._lost = True
 
 
-def _watchdog_main(vault: VaultClient, pipe: int) -> NoReturn:
+def _watchdog_main(
+    vault: VaultClient, pipe: int, write_end: int, old_mask: Iterable[int]
+) -> NoReturn:
     """Wait for agent-exec to end; clean up if it died. Never returns."""
     code = 0
     try:
-        _detach(pipe)
+        os.close(write_end)
+        _detach(pipe, old_mask)
         pgid, leases, done = _read_messages(pipe)
         if not done:
             code = _clean_up(vault, pgid, leases)
-    except BaseException:  # the watchdog must never run agent-exec's own code
+    except BaseException as err:  # the watchdog must never run agent-exec's code
+        log.warning("watchdog failed error=%r", err)
         code = 1
     finally:
         os._exit(code)
 
 
-def _detach(pipe: int) -> None:
+def _detach(pipe: int, old_mask: Iterable[int]) -> None:
     os.setsid()
     for signum in IGNORED:
         signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     # Keep stderr for the closing message; holding stdin, stdout or another
     # inherited descriptor would delay the EOF that agent-exec's caller awaits.
     devnull = os.open(os.devnull, os.O_RDWR)
