@@ -8,6 +8,7 @@ here.
 
 from __future__ import annotations
 
+from plugin.aws import aws_extension
 from plugin.database import database_extension
 from plugin.framework import Extension, FrameworkBackend
 from plugin.identity import identity_paths
@@ -26,4 +27,5 @@ def new_backend() -> Backend:
     backend = FrameworkBackend(BACKEND_HELP)
     backend.register(Extension(paths=identity_paths()))
     backend.register(database_extension(lambda: backend.system))
+    backend.register(aws_extension(lambda: backend.system))
     return backend

@@ -1,0 +1,90 @@
+"""Write-ahead-log rollback of half-created users and half-done root rotations."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from plugin.aws.client import NOT_FOUND, aws_errors, error_code
+from plugin.aws.config import load_root
+from plugin.aws.iam import delete_user
+from plugin.framework import WALRollbackHandler
+from plugin.logical import Request
+
+if TYPE_CHECKING:
+    from plugin.aws.backend import AwsBackend
+
+logger = logging.getLogger(__name__)
+
+WAL_KIND_USER = "aws-user"
+WAL_KIND_ROTATE_ROOT = "aws-rotate-root"
+# Keys created this long before a rotation started are never its own.
+_CLOCK_MARGIN = 5
+
+
+def rollback_handlers(backend: AwsBackend) -> dict[str, WALRollbackHandler]:
+    """Return the rollback handler of each WAL kind this backend writes."""
+
+    def user(request: Request, data: dict[str, Any]) -> None:
+        roll_back_user(backend, request, data)
+
+    def rotate_root(request: Request, data: dict[str, Any]) -> None:
+        roll_back_rotation(backend, request, data)
+
+    return {WAL_KIND_USER: user, WAL_KIND_ROTATE_ROOT: rotate_root}
+
+
+def roll_back_user(backend: AwsBackend, request: Request, data: dict[str, Any]) -> None:
+    """Delete a user whose creation never completed; a missing user is success.
+
+    Entries are at least 10 minutes old here, far past IAM's propagation
+    delay, so NoSuchEntity means the user really does not exist.
+    """
+    username = str(data["username"])
+    if load_root(request.storage) is None:
+        logger.error(
+            "rollback skipped, delete the IAM user by hand: username=%s", username
+        )
+        return
+    existed = delete_user(backend.clients(request.storage).iam, username)
+    logger.info("orphan rolled back: username=%s existed=%s", username, existed)
+
+
+def roll_back_rotation(
+    backend: AwsBackend, request: Request, data: dict[str, Any]
+) -> None:
+    """Delete the one key of an interrupted rotation that is not stored.
+
+    The stored key is never deleted, so the plugin keeps a working key
+    whichever step the rotation stopped at.
+    """
+    config = load_root(request.storage)
+    if config is None:
+        return
+    iam = backend.clients(request.storage).iam
+    username = str(data["username"])
+    old, new = str(data["old_access_key"]), str(data.get("new_access_key") or "")
+    if new:
+        unwanted = [old] if config.access_key == new else [new]
+    else:
+        # The rotation stopped before it saw the new key's secret: a key
+        # created since it started is unusable and takes one of two slots.
+        started = float(data["started_at"]) - _CLOCK_MARGIN
+        listed = iam.list_access_keys(UserName=username)["AccessKeyMetadata"]
+        unwanted = [
+            key["AccessKeyId"]
+            for key in listed
+            if key["CreateDate"].timestamp() >= started
+            and key["AccessKeyId"] != config.access_key
+        ]
+    for key_id in unwanted:
+        if key_id == config.access_key:
+            continue
+        try:
+            iam.delete_access_key(UserName=username, AccessKeyId=key_id)
+        except aws_errors() as err:
+            if error_code(err) != NOT_FOUND:
+                raise
+        logger.info(
+            "rotation rolled back: username=%s deleted_key=%s", username, key_id
+        )

@@ -1,0 +1,143 @@
+"""Generated IAM user names and STS session names.
+
+IAM user names allow `[A-Za-z0-9+=,.@_-]` and at most 64 characters; STS
+role session names allow the same characters. Agent and role names pass
+through `sanitize`, so any agent name yields a valid IAM name.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import string
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_USERNAME = 64
+MAX_SESSION_NAME = 64
+MIN_SESSION_NAME = 2
+MAX_FEDERATION_NAME = 32
+RANDOM_LENGTH = 16
+_ALPHABET = string.ascii_lowercase + string.digits
+_UNSAFE = re.compile(r"[^A-Za-z0-9+=,.@_-]")
+_ACTION = re.compile(r"\{\{(.*?)\}\}")
+
+
+@dataclass(frozen=True)
+class NameInputs:
+    """Inputs of a generated name. `kind` is `IAM` or `STS`, as in Vault."""
+
+    agent: str
+    role: str
+    display_name: str = ""
+    kind: str = "IAM"
+
+
+def sanitize(text: str) -> str:
+    """Replace characters IAM names reject with `_`, as Vault's engine does."""
+    return _UNSAFE.sub("_", text)
+
+
+def random_suffix(length: int = RANDOM_LENGTH) -> str:
+    """Return `length` random characters from `[a-z0-9]`."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def default_name(inputs: NameInputs) -> str:
+    """Return `ab-AGENT-ROLE-RANDOM`, with agent and role cut to 20 characters.
+
+    Sixteen random characters (about 82 bits) keep concurrent names
+    distinct; the whole name is at most 61 characters.
+    """
+    agent = sanitize(inputs.agent)[:20] or "agent"
+    role = sanitize(inputs.role)[:20] or "role"
+    return f"ab-{agent}-{role}-{random_suffix()}"
+
+
+def render_name(template: str, inputs: NameInputs, limit: int = MAX_USERNAME) -> str:
+    """Render a `username_template`, or the default name when it is empty.
+
+    Supported: `{{.Agent}}`, `{{.RoleName}}` (also `{{.PolicyName}}`, Vault's
+    name for it), `{{.DisplayName}}`, `{{.Type}}`, `{{random N}}`,
+    `{{unix_time}}`, `{{unix_time_millis}}`, `{{uuid}}`, piped through
+    `truncate N`, `lowercase`, `uppercase` and `replace "old" "new"`.
+    Raises ValueError for anything else, and for a result longer than
+    `limit`, as Vault does, instead of silently cutting a unique suffix.
+    """
+    if not template:
+        return default_name(inputs)[:limit]
+
+    def action(found: re.Match[str]) -> str:
+        stages = [stage.strip() for stage in found.group(1).split("|")]
+        value = _template_value(stages[0], inputs)
+        for stage in stages[1:]:
+            value = _template_filter(stage, value)
+        return value
+
+    rendered = sanitize(_ACTION.sub(action, template))
+    if not rendered:
+        raise ValueError(f"username_template {template!r} renders an empty name")
+    if len(rendered) > limit:
+        raise ValueError(
+            f"username_template {template!r} renders {len(rendered)} characters; "
+            f"AWS allows at most {limit}: add `| truncate N` to the long parts"
+        )
+    return rendered
+
+
+def session_name(requested: str, template: str, inputs: NameInputs) -> str:
+    """Return the role session name: the requested one, sanitized, else generated."""
+    if not requested:
+        return render_name(template, inputs, MAX_SESSION_NAME)
+    name = sanitize(requested)[:MAX_SESSION_NAME]
+    if len(name) < MIN_SESSION_NAME:
+        raise ValueError(
+            f"role_session_name {requested!r} is too short: AWS requires "
+            f"{MIN_SESSION_NAME} to {MAX_SESSION_NAME} characters"
+        )
+    return name
+
+
+def _template_value(expression: str, inputs: NameInputs) -> str:
+    words = shlex.split(expression)
+    fields = {
+        ".Agent": inputs.agent,
+        ".RoleName": inputs.role,
+        ".PolicyName": inputs.role,
+        ".DisplayName": inputs.display_name,
+        ".Type": inputs.kind,
+    }
+    if len(words) == 1 and words[0] in fields:
+        return sanitize(fields[words[0]])
+    functions: dict[str, Callable[[], str]] = {
+        "unix_time": lambda: str(int(time.time())),
+        "unix_time_millis": lambda: str(int(time.time() * 1000)),
+        "uuid": lambda: str(uuid.uuid4()),
+    }
+    if len(words) == 1 and words[0] in functions:
+        return functions[words[0]]()
+    if len(words) == 2 and words[0] == "random":
+        return random_suffix(_count(words[1]))
+    raise ValueError(f"unsupported username_template expression {expression!r}")
+
+
+def _template_filter(stage: str, value: str) -> str:
+    words = shlex.split(stage)
+    if words == ["lowercase"]:
+        return value.lower()
+    if words == ["uppercase"]:
+        return value.upper()
+    if len(words) == 2 and words[0] == "truncate":
+        return value[: _count(words[1])]
+    if len(words) == 3 and words[0] == "replace":
+        return value.replace(words[1], words[2])
+    raise ValueError(f"unsupported username_template filter {stage!r}")
+
+
+def _count(word: str) -> int:
+    if not word.isdigit() or not 0 < int(word) <= MAX_USERNAME:
+        raise ValueError(f"expected a count from 1 to {MAX_USERNAME}, not {word!r}")
+    return int(word)

@@ -1,0 +1,294 @@
+"""iam_user credentials against a moto server that enforces IAM authentication."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from plugin.aws.client import KeyPair
+from plugin.framework.wal import WAL_PREFIX, list_wal
+from plugin.logical import Operation, PermissionDeniedError, Secret
+from tests.support.database import Mount
+from tests.support.moto import (
+    ACCOUNT_ID,
+    MotoServer,
+    aws_creds,
+    aws_mount,
+    error_code_of,
+    serve_moto,
+)
+
+SELF_SERVICE = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "iam:CreateLoginProfile",
+                    "iam:CreateAccessKey",
+                    "iam:AttachUserPolicy",
+                    "iam:AddUserToGroup",
+                    "iam:PutUserPolicy",
+                ],
+                "Resource": "*",
+            }
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    yield from serve_moto(tmp_path_factory)
+
+
+@pytest.fixture
+def mount(moto_server: MotoServer) -> Mount:
+    return aws_mount(moto_server)
+
+
+def add_role(mount: Mount, name: str = "demo-aws", **fields: Any) -> None:
+    values = {
+        "credential_type": "iam_user",
+        "policy_document": SELF_SERVICE,
+        "allowed_agents": "dev",
+    }
+    mount.write(f"aws/roles/{name}", **{**values, **fields})
+
+
+def keys_of(data: dict[str, Any]) -> KeyPair:
+    return KeyPair(data["access_key"], data["secret_key"])
+
+
+def user_exists(server: MotoServer, username: str) -> bool:
+    iam = server.client("iam")
+    return error_code_of(lambda: iam.get_user(UserName=username)) != "NoSuchEntity"
+
+
+def managed_policy(server: MotoServer) -> str:
+    """Create a customer managed policy; moto loads no AWS managed ones."""
+    document = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:List*", "Resource": "*"}],
+        }
+    )
+    name = f"list-buckets-{time.monotonic_ns()}"
+    created = server.client("iam").create_policy(
+        PolicyName=name, PolicyDocument=document
+    )
+    return str(created["Policy"]["Arn"])
+
+
+def caller_arn(server: MotoServer, keys: KeyPair) -> str:
+    return str(server.client("sts", keys).get_caller_identity()["Arn"])
+
+
+def revoke(mount: Mount, secret: Secret | None) -> Any:
+    assert secret is not None
+    return mount.request(Operation.REVOKE, "aws/creds/x", secret=secret)
+
+
+def test_creds_shape_and_working_key(mount: Mount, moto_server: MotoServer) -> None:
+    add_role(mount)
+
+    response = aws_creds(mount, "demo-aws", "dev")
+
+    data = response.data
+    assert data["access_key"].startswith("AKIA")
+    assert data["secret_key"]
+    assert data["session_token"] is None
+    assert data["security_token"] is None
+    assert data["region"] == "us-east-1"
+    assert data["endpoint_url"] == moto_server.url
+    username = caller_arn(moto_server, keys_of(data)).rsplit("/", 1)[-1]
+    assert username.startswith("ab-dev-demo-aws-")
+    assert len(username) <= 64
+    assert response.secret is not None
+    assert response.secret.lease.renewable
+    internal = response.secret.internal_data
+    assert internal["username"] == username
+    assert internal["agent"] == "dev"
+    assert internal["key_verified"] is True
+    assert data["secret_key"] not in json.dumps(internal)
+    revoke(mount, response.secret)
+
+
+def test_user_tags_name_agent_and_call(mount: Mount, moto_server: MotoServer) -> None:
+    add_role(mount, iam_tags=["team=data", "cost=7"])
+
+    response = aws_creds(mount, "demo-aws", "dev")
+
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    listed = moto_server.client("iam").list_user_tags(UserName=username)["Tags"]
+    tags = {t["Key"]: t["Value"] for t in listed}
+    assert tags["agent-bridge:agent"] == "dev"
+    assert tags["agent-bridge:role"] == "demo-aws"
+    assert tags["agent-bridge:token-accessor"].startswith("accessor-dev-")
+    assert tags["team"] == "data"
+    assert tags["cost"] == "7"
+    revoke(mount, response.secret)
+
+
+def test_revoke_removes_what_holder_added(
+    mount: Mount, moto_server: MotoServer
+) -> None:
+    admin = moto_server.client("iam")
+    group = f"holders-{time.monotonic_ns()}"
+    admin.create_group(GroupName=group)
+    add_role(mount)
+    response = aws_creds(mount, "demo-aws", "dev")
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    issued = keys_of(response.data)
+
+    # The holder uses its own key to entrench itself in its own user.
+    holder = moto_server.client("iam", issued)
+    holder.create_login_profile(UserName=username, Password="Str0ng-Passw0rd!")
+    second = holder.create_access_key(UserName=username)["AccessKey"]
+    holder.attach_user_policy(UserName=username, PolicyArn=managed_policy(moto_server))
+    holder.add_user_to_group(UserName=username, GroupName=group)
+    second_keys = KeyPair(second["AccessKeyId"], second["SecretAccessKey"])
+    assert caller_arn(moto_server, second_keys).endswith("/" + username)
+
+    assert revoke(mount, response.secret) is None
+
+    assert not user_exists(moto_server, username)
+    for keys in (issued, second_keys):
+        sts = moto_server.client("sts", keys)
+        assert error_code_of(sts.get_caller_identity) == "InvalidClientTokenId"
+    members = admin.get_group(GroupName=group)["Users"]
+    assert username not in [u["UserName"] for u in members]
+
+
+def test_revoke_of_deleted_user_is_immediate(
+    mount: Mount, moto_server: MotoServer
+) -> None:
+    add_role(mount)
+    response = aws_creds(mount, "demo-aws", "dev")
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    admin = moto_server.client("iam")
+    admin.delete_user_policy(UserName=username, PolicyName="demo-aws")
+    admin.delete_user(UserName=username)
+
+    started = time.monotonic()
+    assert revoke(mount, response.secret) is None
+
+    assert time.monotonic() - started < 5
+
+
+def test_revoke_twice_succeeds(mount: Mount, moto_server: MotoServer) -> None:
+    add_role(mount)
+    secret = aws_creds(mount, "demo-aws", "dev").secret
+
+    revoke(mount, secret)
+
+    assert revoke(mount, secret) is None
+
+
+def test_denied_agent_creates_nothing(mount: Mount, moto_server: MotoServer) -> None:
+    add_role(mount, allowed_agents="ops-*")
+    before = moto_server.client("iam").list_users()["Users"]
+
+    with pytest.raises(PermissionDeniedError, match="'dev' is not in allowed_agents"):
+        aws_creds(mount, "demo-aws", "dev")
+
+    after = moto_server.client("iam").list_users()["Users"]
+    assert len(after) == len(before)
+    assert list_wal(mount.storage) == []
+
+
+def test_empty_allowed_agents_denies(mount: Mount, moto_server: MotoServer) -> None:
+    add_role(mount, allowed_agents="")
+
+    with pytest.raises(PermissionDeniedError, match="allows no agents"):
+        aws_creds(mount, "demo-aws", "dev")
+
+
+def test_lease_ttls_follow_config_and_role(mount: Mount) -> None:
+    mount.write("aws/config/lease", lease="30m", lease_max="2h")
+    add_role(mount)
+    add_role(mount, "capped", max_ttl="10m")
+
+    plain = aws_creds(mount, "demo-aws", "dev").secret
+    capped = aws_creds(mount, "capped", "dev").secret
+
+    assert plain is not None and capped is not None
+    assert (plain.lease.ttl, plain.lease.max_ttl) == (1800, 7200)
+    assert (capped.lease.ttl, capped.lease.max_ttl) == (600, 600)
+    revoke(mount, plain)
+    revoke(mount, capped)
+
+
+def test_renew_extends_iam_user_lease(mount: Mount) -> None:
+    add_role(mount, default_ttl="5m", max_ttl="1h")
+    secret = aws_creds(mount, "demo-aws", "dev").secret
+    assert secret is not None
+    secret.lease.increment = 600
+
+    renewed = mount.request(Operation.RENEW, "aws/creds/x", secret=secret)
+
+    assert renewed is not None and renewed.secret is not None
+    assert renewed.secret.lease.ttl == 600
+    revoke(mount, secret)
+
+
+def test_rollback_deletes_orphan_user(mount: Mount, moto_server: MotoServer) -> None:
+    add_role(mount)
+    response = aws_creds(mount, "demo-aws", "dev")
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    # A crash between CreateUser and the lease leaves only the WAL entry.
+    record = {
+        "kind": "aws-user",
+        "data": {"username": username, "role": "demo-aws", "agent": "dev"},
+        "created_at": time.time() - 3600,
+    }
+    mount.storage.put(WAL_PREFIX + "orphan", json.dumps(record).encode())
+
+    mount.request(Operation.ROLLBACK, "")
+
+    assert not user_exists(moto_server, username)
+    assert list_wal(mount.storage) == []
+
+
+def test_policy_arns_and_groups_attach(mount: Mount, moto_server: MotoServer) -> None:
+    admin = moto_server.client("iam")
+    group = f"readers-{time.monotonic_ns()}"
+    admin.create_group(GroupName=group)
+    arn = managed_policy(moto_server)
+    add_role(mount, policy_arns=arn, iam_groups=group, user_path="/agents/")
+
+    response = aws_creds(mount, "demo-aws", "dev")
+
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    user = admin.get_user(UserName=username)["User"]
+    assert user["Path"] == "/agents/"
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT_ID}:user/agents/{username}"
+    attached = admin.list_attached_user_policies(UserName=username)
+    assert [p["PolicyArn"] for p in attached["AttachedPolicies"]] == [arn]
+    groups = admin.list_groups_for_user(UserName=username)["Groups"]
+    assert [g["GroupName"] for g in groups] == [group]
+    revoke(mount, response.secret)
+    assert not user_exists(moto_server, username)
+
+
+def test_failed_create_rolls_back_at_once(
+    mount: Mount, moto_server: MotoServer
+) -> None:
+    add_role(mount, iam_groups="no-such-group")
+    before = len(moto_server.client("iam").list_users()["Users"])
+
+    with pytest.raises(Exception, match="NoSuchEntity"):
+        aws_creds(mount, "demo-aws", "dev")
+
+    assert len(moto_server.client("iam").list_users()["Users"]) == before
+    assert list_wal(mount.storage) == []
