@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 WORK_DIR_PREFIX = "agent-bridge-plugin-"
 PARENT_POLL_SECONDS = 0.5
+# Linux limits a unix socket path to 107 bytes; the longest socket name in
+# the work folder is a broker relay, "broker-<uint32>-<8 hex>.sock".
+_MAX_SOCKET_PATH = 107
+_LONGEST_SOCKET_NAME = len("broker-4294967295-0123abcd.sock")
+_FALLBACK_BASE = "/tmp"  # noqa: S108 - used only when the configured base is too long
 _WORK_DIR_PATTERN = re.compile(re.escape(WORK_DIR_PREFIX) + r"(\d+)-")
 
 
@@ -32,16 +37,27 @@ def make_work_dir(base: str | None) -> Path:
     Its name carries the process id, so a later start can remove the folder
     of a plugin that was killed with SIGKILL and could not clean up.
     """
-    _remove_stale_work_dirs(base)
-    return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-", dir=base))
+    root = base or tempfile.gettempdir()
+    prefix = f"{WORK_DIR_PREFIX}{os.getpid()}-"
+    # mkdtemp appends 8 random characters to the prefix.
+    longest = len(os.path.join(root, prefix)) + 8 + 1 + _LONGEST_SOCKET_NAME
+    if longest > _MAX_SOCKET_PATH:
+        logger.warning(
+            "socket folder base is too long for unix socket paths; using %s",
+            _FALLBACK_BASE,
+            extra={"base": root},
+        )
+        root = _FALLBACK_BASE
+    _remove_stale_work_dirs(root)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
 def remove_work_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove_stale_work_dirs(base: str | None) -> None:
-    root = Path(base or tempfile.gettempdir())
+def _remove_stale_work_dirs(base: str) -> None:
+    root = Path(base)
     try:
         candidates = list(root.glob(WORK_DIR_PREFIX + "*"))
     except OSError:

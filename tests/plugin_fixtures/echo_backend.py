@@ -7,7 +7,8 @@ Paths (relative to the mount):
 - `creds/<name>`: a leased secret; revoke and renew record themselves in
   storage under `revoked/` and `renewed/`. Body field `revoke_delay_ms`
   makes the revoke of that secret sleep first.
-- `sleep`: sleeps `ms` milliseconds, then answers.
+- `creds-status/<serial>`: whether that secret is issued, revoked, renewed.
+- `sleep`: sleeps `ms` milliseconds, then returns.
 - `fail/<kind>`: raises the LogicalError of that kind (`bad_request`,
   `permission_denied`, `unsupported_path`, `unsupported_operation`,
   `internal`), or a RuntimeError for `crash`.
@@ -101,17 +102,20 @@ class EchoBackend:
         path = request.path
         if path in {"kv/", "kv"}:
             return self._list(request)
-        if path.startswith("kv/"):
-            return self._kv(request, path.removeprefix("kv/"))
+        for prefix, handler in (
+            ("kv/", self._kv),
+            ("creds/", self._creds),
+            ("creds-status/", self._creds_status),
+        ):
+            if path.startswith(prefix):
+                return handler(request, path.removeprefix(prefix))
+        if path.startswith("fail/"):
+            _fail(path.removeprefix("fail/"))
         if path == "info":
             return self._info(request)
-        if path.startswith("creds/"):
-            return self._creds(request, path.removeprefix("creds/"))
         if path == "sleep":
             time.sleep(float(request.data.get("ms", 0)) / 1000)
             return Response(data={"slept_ms": request.data.get("ms", 0)})
-        if path.startswith("fail/"):
-            _fail(path.removeprefix("fail/"))
         if path == "stats":
             with self._lock:
                 return Response(data={"counts": dict(self.counts), "pid": os.getpid()})
@@ -165,6 +169,15 @@ class EchoBackend:
         )
         return Response(
             data={"username": f"echo-{name}", "serial": serial}, secret=secret
+        )
+
+    def _creds_status(self, request: Request, serial: str) -> Response:
+        storage = request.storage
+        return Response(
+            data={
+                state: storage.get(f"{state}/{serial}") is not None
+                for state in ("issued", "revoked", "renewed")
+            }
         )
 
     def _revoke(self, request: Request) -> Response | None:
