@@ -292,3 +292,18 @@ def test_failed_create_rolls_back_at_once(
 
     assert len(moto_server.client("iam").list_users()["Users"]) == before
     assert list_wal(mount.storage) == []
+
+
+def test_username_template_renders(moto_server: MotoServer) -> None:
+    template = "agent-{{.Agent}}-{{.PolicyName | uppercase}}-{{random 6}}"
+    mount = aws_mount(moto_server, username_template=template)
+    add_role(mount)
+
+    response = aws_creds(mount, "demo-aws", "dev")
+
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    assert username.startswith("agent-dev-DEMO-AWS-")
+    assert len(username) == len("agent-dev-DEMO-AWS-") + 6
+    assert user_exists(moto_server, username)
+    revoke(mount, response.secret)

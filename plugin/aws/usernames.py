@@ -50,9 +50,13 @@ def default_name(inputs: NameInputs) -> str:
     """Return `ab-AGENT-ROLE-RANDOM`, with agent and role cut to 20 characters.
 
     Sixteen random characters (about 82 bits) keep concurrent names
-    distinct; the whole name is at most 61 characters.
+    distinct, and the whole name has at most 61 characters. STS federation
+    names allow only 32, so for kind `STS` the role is left out and the
+    agent cut to 12 characters.
     """
     agent = sanitize(inputs.agent)[:20] or "agent"
+    if inputs.kind == "STS":
+        return f"ab-{agent[:12]}-{random_suffix()}"
     role = sanitize(inputs.role)[:20] or "role"
     return f"ab-{agent}-{role}-{random_suffix()}"
 
