@@ -6,7 +6,11 @@ fake Vault of tests/support/exec_fakes.py.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from attestor.exec_audit import decode_claims
 from attestor.exec_command import resolve_command
@@ -292,3 +300,82 @@ def test_no_secret_in_client_repr() -> None:
         vault.close()
     assert login.token.startswith("s.")
     assert login.token not in repr(login)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """Write a certificate for 127.0.0.1 and its key; return their paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[str]:
+    """Answer every request on one TLS connection with 200 and body `tls`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntls"
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with (
+                    conn,
+                    contextlib.suppress(ssl.SSLError),
+                    context.wrap_socket(conn, server_side=True) as tls,
+                ):
+                    while tls.recv(65536):
+                        tls.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_https_verifies_with_cacert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    with tls_server(cert, key) as url:
+        monkeypatch.setenv("VAULT_CACERT", str(cert))
+        connection = HttpConnection(url, timeout=5)
+        assert connection.request("GET", "/", {}, None).body == b"tls"
+        connection.close()
+
+        monkeypatch.delenv("VAULT_CACERT")
+        untrusting = HttpConnection(url, timeout=5)
+        with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusting.request("GET", "/", {}, None)
