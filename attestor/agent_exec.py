@@ -224,10 +224,11 @@ class Call:
         return int(code)
 
     def _outcome_code(self) -> int:
+        if self.error is not None:
+            print(f"agent-exec: {self.error}", file=sys.stderr)
         if isinstance(self.error, InterruptedBySignalError):
             return 128 + self.error.signum
         if self.error is not None:
-            print(f"agent-exec: {self.error}", file=sys.stderr)
             return int(self.error.exit_code)
         assert self.child is not None
         return self.child.exit_code

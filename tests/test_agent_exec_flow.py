@@ -324,6 +324,8 @@ def test_signal_before_command_mints_nothing(fakes: Fakes) -> None:
         assert wait_for(lambda: fakes.attestor.requests != [])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        assert proc.stderr is not None
+        assert "interrupted by signal 15" in proc.stderr.read()
     assert fakes.vault.requests == []
 
 

@@ -338,7 +338,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 @contextmanager
 def tls_server(cert: Path, key: Path) -> Iterator[str]:
-    """Answer every request on one TLS connection with 200 and body `tls`."""
+    """Serve TLS on 127.0.0.1; every request gets status 200 and the body `tls`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
