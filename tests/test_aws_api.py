@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from plugin.aws.secret_access_keys import retry_for
 from plugin.framework import list_wal
 from plugin.logical import BadRequestError, Operation
 from tests.support.database import Mount, new_mount
@@ -281,3 +282,39 @@ def test_backend_starts_without_boto3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert found.stdout.split() == ["False", "False"]
+
+
+def test_retry_for_retries_then_succeeds() -> None:
+    failures = [RuntimeError("throttled"), RuntimeError("throttled")]
+
+    def attempt() -> bool:
+        if failures:
+            raise failures.pop()
+        return True
+
+    assert retry_for(5, attempt, lambda err: True, "u") is True
+    assert failures == []
+
+
+def test_retry_for_raises_permanent_error() -> None:
+    calls = []
+
+    def attempt() -> bool:
+        calls.append(1)
+        raise ValueError("AccessDenied")
+
+    with pytest.raises(ValueError, match="AccessDenied"):
+        retry_for(5, attempt, lambda err: False, "u")
+    assert len(calls) == 1
+
+
+def test_retry_for_stops_at_deadline() -> None:
+    calls = []
+
+    def attempt() -> bool:
+        calls.append(1)
+        raise RuntimeError("still throttled")
+
+    with pytest.raises(RuntimeError, match="still throttled"):
+        retry_for(1, attempt, lambda err: True, "u")
+    assert 1 < len(calls) <= 3

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from plugin.aws import secret_access_keys
 from plugin.aws.client import KeyPair
+from plugin.aws.errors import AwsUnavailableError
 from plugin.framework.wal import WAL_PREFIX, list_wal
 from plugin.logical import Operation, PermissionDeniedError, Secret
 from tests.support.database import Mount
@@ -307,3 +309,25 @@ def test_username_template_renders(moto_server: MotoServer) -> None:
     assert len(username) == len("agent-dev-DEMO-AWS-") + 6
     assert user_exists(moto_server, username)
     revoke(mount, response.secret)
+
+
+def test_missing_fresh_unverified_user_retries(
+    mount: Mount, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(secret_access_keys, "REVOKE_DEADLINE", 1.0)
+    add_role(mount, key_ready_timeout=0)
+    response = aws_creds(mount, "demo-aws", "dev")
+    assert response.secret is not None
+    assert response.secret.internal_data["key_verified"] is False
+    username = response.secret.internal_data["username"]
+    admin = moto_server.client("iam")
+    admin.delete_user_policy(UserName=username, PolicyName="demo-aws")
+    admin.delete_access_key(UserName=username, AccessKeyId=response.data["access_key"])
+    admin.delete_user(UserName=username)
+
+    # IAM may not show a user this fresh yet, so "not found" is not trusted.
+    with pytest.raises(AwsUnavailableError, match="eventually consistent"):
+        revoke(mount, response.secret)
+
+    response.secret.lease.issue_time -= secret_access_keys.PROPAGATION_GRACE + 1
+    assert revoke(mount, response.secret) is None

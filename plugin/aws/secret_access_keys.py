@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
-
-import tenacity
 
 from plugin.aws.backend import AwsBackend
 from plugin.aws.client import aws_errors, describe, error_code, is_transient
@@ -31,6 +30,8 @@ REVOKE_DEADLINE = 45
 # IAM may not show a user created this recently: "not found" is trusted only
 # for older users, or for users whose key was seen to authenticate.
 PROPAGATION_GRACE = 300
+_FIRST_PAUSE = 0.5
+_MAX_PAUSE = 8.0
 
 
 class UserNotVisibleError(Exception):
@@ -99,15 +100,8 @@ class AccessKeysSecret:
                 raise UserNotVisibleError(username)
             return existed
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(REVOKE_DEADLINE),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-            retry=tenacity.retry_if_exception(_worth_retrying),
-            before_sleep=_log_retry(username),
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return retry_for(REVOKE_DEADLINE, attempt, _worth_retrying, username)
         except UserNotVisibleError as err:
             raise AwsUnavailableError(
                 f"IAM reports user {username!r} missing, but it was created less than "
@@ -165,17 +159,34 @@ def _worth_retrying(err: BaseException) -> bool:
     )
 
 
-def _log_retry(username: str) -> Any:
-    def log(state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "revoke retried: username=%s attempt=%d error=%s",
-            username,
-            state.attempt_number,
-            describe(error) if error else "",
-        )
+def retry_for(
+    seconds: float,
+    attempt: Callable[[], bool],
+    retryable: Callable[[BaseException], bool],
+    username: str,
+) -> bool:
+    """Run `attempt` until it succeeds, with exponential backoff up to `seconds`.
 
-    return log
+    An error that `retryable` rejects, or one that leaves no time for
+    another attempt, is raised. tenacity is not among the plugin's runtime
+    dependencies (plugin/requirements.lock), so the loop is written here.
+    """
+    deadline = time.monotonic() + seconds
+    pause, number = _FIRST_PAUSE, 1
+    while True:
+        try:
+            return attempt()
+        except Exception as err:
+            if not retryable(err) or time.monotonic() + pause > deadline:
+                raise
+            logger.warning(
+                "revoke retried: username=%s attempt=%d error=%s",
+                username,
+                number,
+                describe(err),
+            )
+        time.sleep(pause)
+        pause, number = min(pause * 2, _MAX_PAUSE), number + 1
 
 
 def _internal(request: Request) -> dict[str, Any]:
