@@ -61,13 +61,17 @@ def main() -> None:
 def serve(config_path: str, log_level: str) -> None:
     """Run the attestor daemon until SIGTERM; SIGHUP reloads the config."""
     from attestor.daemon import Daemon
+    from attestor.supervisor import Supervisor
 
     configure_logging(log_level)
     try:
         daemon = Daemon(config_path)
+        if daemon.config.processes > 1:
+            Supervisor(daemon).serve_forever()
+        else:
+            daemon.serve_forever()
     except (ConfigError, KeyFileError, OSError) as err:
         raise click.ClickException(str(err)) from err
-    daemon.serve_forever()
 
 
 @main.command()

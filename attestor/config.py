@@ -65,6 +65,8 @@ class Config:
     max_hash_bytes: int
     max_ancestors: int
     workers: int
+    processes: int
+    stall_timeout: float
     request_timeout: float
     rate_limit: RateLimit
     tls: TLSFiles | None
@@ -102,6 +104,10 @@ def parse_config(raw: dict[str, Any], path: str) -> Config:
     rate = fields.table("rate_limit")
 
     agent_tables = fields.table_list("agent")
+    if not agent_tables:
+        # An empty file parses as valid TOML: without this check, a config
+        # caught half written would silently revoke every agent.
+        fields.fail("agent", "no [[agent]] table; define at least one agent")
     default_audience = fields.strings("audience", [DEFAULT_AUDIENCE])
     agents = tuple(
         _parse_agent(table, index, path, default_audience)
@@ -123,7 +129,9 @@ def parse_config(raw: dict[str, Any], path: str) -> Config:
         host=fields.string("host", socket.gethostname()),
         max_hash_bytes=fields.integer("max_hash_bytes", 256 * 1024 * 1024, minimum=1),
         max_ancestors=fields.integer("max_ancestors", 32, minimum=1, maximum=1024),
-        workers=fields.integer("workers", 2, minimum=1, maximum=64),
+        workers=fields.integer("workers", 1, minimum=1, maximum=64),
+        processes=fields.integer("processes", 2, minimum=1, maximum=64),
+        stall_timeout=fields.number("stall_timeout", 10.0, minimum=1.0, maximum=3600),
         request_timeout=fields.number("request_timeout", 2.0, minimum=0.05, maximum=60),
         rate_limit=_parse_rate_limit(
             Fields(rate, f"{path}: [rate_limit]", ConfigError)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import fields
-from types import FrameType
 
 from attestor.config import Config, ConfigError, load_config
 from attestor.hashing import HashCache
@@ -33,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # Config fields that a reload applies at once; the others need a restart.
 _RELOADABLE = frozenset({"path", "agents", "wrappers", "rate_limit"})
+PARTS = ("jwks", "socket")
+_CONTROL_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 
 
 class Daemon:
@@ -51,6 +51,9 @@ class Daemon:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
         config = self.config
+        # Runs after a reload requested over the socket; a pre-forked worker
+        # uses it to have the parent pass the reload on to its siblings.
+        self.after_reload: Callable[[], None] | None = None
 
         self.keystore = KeyStore(config.key_dir, config.algorithm)
         self.keyring = KeyRing(self.keystore)
@@ -72,7 +75,7 @@ class Daemon:
             inspector=self.inspector,
             issuer=TokenIssuer(self.keyring, issuer=self.jwks.issuer, host=config.host),
             policy=_policy(config),
-            reload=self.reload,
+            reload=self._reload_requested_by_client,
         )
         self.socket_server = SocketServer(
             path=config.socket_path,
@@ -83,31 +86,44 @@ class Daemon:
             workers=config.workers,
             request_timeout=config.request_timeout,
         )
-        self._stop = threading.Event()
-        self._reload_requested = threading.Event()
 
     @property
     def issuer(self) -> str:
         return self.jwks.issuer
 
-    def start(self) -> None:
-        self.jwks.start()
+    def start(self, parts: tuple[str, ...] = PARTS) -> None:
+        """Start the servers named in `parts` ("jwks", "socket").
+
+        With "socket" alone the socket must already be bound (`bind()` of
+        the socket server), as in a pre-forked worker.
+        """
+        if "jwks" in parts:
+            self.jwks.start()
         try:
-            self.socket_server.start()
+            if "socket" in parts and "jwks" not in parts:
+                self.socket_server.serve()
+            elif "socket" in parts:
+                self.socket_server.start()
         except BaseException:
-            self.jwks.stop()
+            if "jwks" in parts:
+                self.jwks.stop()
             raise
         logger.info(
-            "agent-attestor started: issuer %s, %d agents, signing key %s",
+            "agent-attestor started %s: issuer %s, %d agents, signing key %s",
+            " and ".join(parts),
             self.issuer,
             len(self.config.agents),
             self.keyring.signing_key().kid,
         )
 
-    def stop(self) -> None:
-        self.socket_server.stop()
-        self.jwks.stop()
-        logger.info("agent-attestor stopped")
+    def stop(
+        self, parts: tuple[str, ...] = PARTS, *, remove_socket: bool = True
+    ) -> None:
+        if "socket" in parts:
+            self.socket_server.stop(remove_socket=remove_socket)
+        if "jwks" in parts:
+            self.jwks.stop()
+        logger.info("agent-attestor stopped %s", " and ".join(parts))
 
     def reload(self) -> str | None:
         """Re-read config and keys; return None, or why the old ones stay."""
@@ -136,40 +152,66 @@ class Daemon:
             )
         limiter = self.service.policy.limiter
         if config.rate_limit != self.config.rate_limit:
-            limiter = _limiter(config)
+            limiter = _limiter(config, self.config.processes)
         self.service.policy = Policy(config.agents, config.wrappers, limiter)
         self.config = config
         logger.info("reloaded %s: %d agents", self.config_path, len(config.agents))
         return None
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT; SIGHUP reloads."""
-        signal.signal(signal.SIGHUP, self._on_hangup)
-        signal.signal(signal.SIGTERM, self._on_terminate)
-        signal.signal(signal.SIGINT, self._on_terminate)
-        self.start()
+    def serve_forever(
+        self, parts: tuple[str, ...] = PARTS, *, remove_socket: bool = True
+    ) -> None:
+        """Run `parts` until SIGTERM or SIGINT; SIGHUP reloads."""
+        block_control_signals()
+        self.start(parts)
         try:
-            while not self._stop.is_set():
-                # Signal handlers only set flags; the reload runs here, outside
-                # the handler, where it may take locks.
-                if self._reload_requested.wait(timeout=1.0):
-                    self._reload_requested.clear()
+            while True:
+                signum = wait_for_signal(timeout=1.0)
+                if signum == signal.SIGHUP:
                     self.reload()
+                elif signum is not None:
+                    logger.info("received signal %d, stopping", signum)
+                    return
         finally:
-            self.stop()
+            self.stop(parts, remove_socket=remove_socket)
 
-    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload_requested.set()
+    def _reload_requested_by_client(self) -> str | None:
+        problem = self.reload()
+        if problem is None and self.after_reload is not None:
+            self.after_reload()
+        return problem
 
-    def _on_terminate(self, signum: int, frame: FrameType | None) -> None:
-        logger.info("received signal %d, stopping", signum)
-        self._stop.set()
-        self._reload_requested.set()
+
+def block_control_signals() -> None:
+    """Block SIGHUP, SIGTERM and SIGINT, to be taken by `wait_for_signal`.
+
+    Threads started afterwards inherit the mask, so the signals stay pending
+    for the main thread. Handlers are avoided on purpose: a Python handler
+    runs between two bytecodes of the main thread, and setting a
+    threading.Event there deadlocks if that thread holds the Event's lock.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
+
+
+def wait_for_signal(timeout: float) -> int | None:
+    """Return the next control signal, or None after `timeout` seconds."""
+    info = signal.sigtimedwait(_CONTROL_SIGNALS, timeout)
+    return None if info is None else info.si_signo
 
 
 def _policy(config: Config) -> Policy:
-    return Policy(config.agents, config.wrappers, _limiter(config))
+    return Policy(config.agents, config.wrappers, _limiter(config, config.processes))
 
 
-def _limiter(config: Config) -> RateLimiter:
-    return RateLimiter(rate=config.rate_limit.rate, burst=config.rate_limit.burst)
+def _limiter(config: Config, processes: int) -> RateLimiter:
+    """Return a limiter for one process's share of each uid's rate.
+
+    Pre-forked workers keep separate buckets, so each one allows 1/N of the
+    configured rate and burst (rounded up); one uid's overall limit then lies
+    between that share and the full rate, depending on which workers accept
+    its connections.
+    """
+    return RateLimiter(
+        rate=config.rate_limit.rate / processes,
+        burst=-(-config.rate_limit.burst // processes),
+    )

@@ -45,8 +45,7 @@ class KeyRing:
         self._signed: dict[str, tuple[PublicKey, float]] = {}
 
     def signing_key(self) -> SigningKey:
-        if time.monotonic() >= self._next_check:
-            self._reload_if_changed()
+        self._reload_if_due()
         return self._keys.current
 
     def record_issued(self, key: SigningKey, expires_at: float) -> None:
@@ -72,6 +71,7 @@ class KeyRing:
 
     def published_keys(self) -> list[PublicKey]:
         """Return the keys a verifier needs now: current, next, and unexpired old."""
+        self._reload_if_due()
         now = self.clock()
         keys = self._keys
         with self._lock:
@@ -93,7 +93,9 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [key.jwk for key in self.published_keys()]}
 
-    def _reload_if_changed(self) -> None:
+    def _reload_if_due(self) -> None:
+        if time.monotonic() < self._next_check:
+            return
         self._next_check = time.monotonic() + self.check_interval
         if self.store.state_stamp() == self._stamp:
             return

@@ -48,7 +48,9 @@ class RequestReader:
     """Runs the I/O loop until `stop`; hands complete requests to `deliver`.
 
     `deliver` receives the connection, the pinned peer (the receiver closes
-    both) and the parsed request.
+    both) and the parsed request. While `can_accept` returns False (the
+    workers are behind), the loop stops accepting: connections wait in the
+    kernel's backlog, where a sibling process may accept them.
     """
 
     def __init__(
@@ -60,8 +62,11 @@ class RequestReader:
         request_timeout: float,
         max_pending: int,
         max_pending_per_uid: int,
+        can_accept: Callable[[], bool] = lambda: True,
     ) -> None:
         self.listener = listener
+        self.can_accept = can_accept
+        self._accepting = True
         self.inspector = inspector
         self.deliver = deliver
         self.request_timeout = request_timeout
@@ -78,8 +83,8 @@ class RequestReader:
         self._selector.register(self.listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         while self._running:
-            timeout = self._next_timeout()
-            for key, _ in self._selector.select(timeout):
+            self._throttle()
+            for key, _ in self._selector.select(self._next_timeout()):
                 if key.fileobj is self.listener:
                     self._accept_all()
                 elif key.fileobj == self._wake_read:
@@ -89,10 +94,28 @@ class RequestReader:
             self._expire(time.monotonic())
         self._close_all()
 
-    def stop(self) -> None:
-        self._running = False
+    def _throttle(self) -> None:
+        # The listener stays readable while connections wait, so it must
+        # leave the selector, or select() would return at once forever.
+        accepting = self.can_accept()
+        if accepting and not self._accepting:
+            self._selector.register(self.listener, selectors.EVENT_READ, None)
+        elif not accepting and self._accepting:
+            self._selector.unregister(self.listener)
+        self._accepting = accepting
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def wake(self) -> None:
+        """Make the loop re-check `can_accept` now instead of at its next poll."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_write, b"x")
+
+    def stop(self) -> None:
+        self._running = False
+        self.wake()
 
     def _accept_all(self) -> None:
         while True:
@@ -198,10 +221,14 @@ class RequestReader:
             del self._per_uid[pending.peer.uid]
 
     def _next_timeout(self) -> float | None:
+        # While throttled, the workers call wake() as they catch up; the poll
+        # every 50 ms is a fallback.
+        recheck = None if self._accepting else 0.05
         if not self._pending:
-            return None
+            return recheck
         earliest = min(pending.deadline for pending in self._pending.values())
-        return max(0.0, earliest - time.monotonic())
+        remaining = max(0.0, earliest - time.monotonic())
+        return remaining if recheck is None else min(remaining, recheck)
 
     def _close_all(self) -> None:
         for pending in list(self._pending.values()):

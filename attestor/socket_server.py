@@ -18,6 +18,8 @@ import queue
 import socket
 import stat
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from attestor.inspector import Inspector, Peer
@@ -27,6 +29,8 @@ from attestor.service import Service
 logger = logging.getLogger(__name__)
 
 _Job = tuple[socket.socket, Peer, Any]
+# Beyond this many queued requests per worker the I/O loop stops accepting.
+_MAX_QUEUED_PER_WORKER = 8
 
 
 class SocketServer:
@@ -44,6 +48,7 @@ class SocketServer:
         request_timeout: float,
         max_pending: int = 1024,
         max_pending_per_uid: int = 64,
+        activity: Callable[[int, float], None] | None = None,
     ) -> None:
         self.path = path
         self.mode = mode
@@ -54,6 +59,10 @@ class SocketServer:
         self.request_timeout = request_timeout
         self.max_pending = max_pending
         self.max_pending_per_uid = max_pending_per_uid
+        # Called as activity(worker_index, since) with the monotonic time a
+        # job started, then with 0.0 when it ends: a supervisor's watchdog
+        # reads it to find a worker stuck on one request.
+        self.activity = activity
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._listener: socket.socket | None = None
         self._reader: RequestReader | None = None
@@ -61,8 +70,17 @@ class SocketServer:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        self.bind()
+        self.serve()
+
+    def bind(self) -> None:
+        """Create the socket; a pre-forking parent binds once for all workers."""
         self._listener = _bind(self.path, self.mode, self.group)
         self._inode = os.stat(self.path).st_ino
+
+    def serve(self) -> None:
+        """Start the I/O thread and the workers on the bound socket."""
+        assert self._listener is not None, "bind() must run before serve()"
         self._reader = RequestReader(
             self._listener,
             inspector=self.inspector,
@@ -70,10 +88,14 @@ class SocketServer:
             request_timeout=self.request_timeout,
             max_pending=self.max_pending,
             max_pending_per_uid=self.max_pending_per_uid,
+            can_accept=self._has_capacity,
         )
         self._threads = [
             threading.Thread(
-                target=self._work, name=f"attestor-worker-{index}", daemon=True
+                target=self._work,
+                args=(index,),
+                name=f"attestor-worker-{index}",
+                daemon=True,
             )
             for index in range(self.workers)
         ]
@@ -90,8 +112,12 @@ class SocketServer:
             self.workers,
         )
 
-    def stop(self) -> None:
-        """Stop serving and remove the socket; later calls do nothing."""
+    def stop(self, *, remove_socket: bool = True) -> None:
+        """Stop serving; later calls do nothing.
+
+        A pre-forked worker passes `remove_socket=False`: the socket belongs
+        to the parent, which removes it when the last worker has stopped.
+        """
         if self._reader is None:
             return
         self._reader.stop()
@@ -101,13 +127,29 @@ class SocketServer:
             thread.join(timeout=10)
         if self._listener is not None:
             self._listener.close()
-        self._remove_socket()
+        if remove_socket:
+            self.remove_socket()
         self._reader = None
         logger.info("stopped listening on %s", self.path)
 
-    def _work(self) -> None:
+    def remove_socket(self) -> None:
+        # Remove the path only if it is still this server's socket, not one a
+        # newer daemon bound meanwhile.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+
+    def _has_capacity(self) -> bool:
+        return self._jobs.qsize() < _MAX_QUEUED_PER_WORKER * self.workers
+
+    def _work(self, index: int) -> None:
         while (job := self._jobs.get()) is not None:
             conn, peer, request = job
+            reader = self._reader
+            if reader is not None and not reader.accepting and self._has_capacity():
+                reader.wake()
+            if self.activity is not None:
+                self.activity(index, time.monotonic())
             try:
                 response = self.service.handle(peer, request)
             except Exception:
@@ -117,15 +159,10 @@ class SocketServer:
                 response = failure("internal", "internal error; see the attestor's log")
             finally:
                 peer.close()
+                if self.activity is not None:
+                    self.activity(index, 0.0)
             respond(conn, response)
             conn.close()
-
-    def _remove_socket(self) -> None:
-        # Remove the path only if it is still this server's socket, not one a
-        # newer daemon bound meanwhile.
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(self.path).st_ino == self._inode:
-                os.unlink(self.path)
 
 
 def _bind(path: str, mode: int, group: str | None) -> socket.socket:

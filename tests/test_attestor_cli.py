@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,10 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.support.attestor_env import wait_for, write_config
+from tests.support.attestor_env import CLI, serve_in_subprocess, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
-CLI = str(Path(sys.executable).with_name("agent-attestor"))
 AGENTS = """
 [[agent]]
 name = "operator"
@@ -53,19 +51,8 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     config = write_config(tmp_path, AGENTS)
     socket_path = str(tmp_path / "run" / "agent.sock")
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([CLI, "serve", "--config", str(config)], stderr=out)
-    daemon = Served(process, config, socket_path, log)
-    try:
-        assert wait_for(lambda: os.path.exists(socket_path), timeout=30), (
-            log.read_text()
-        )
-        yield daemon
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=20)
+    with serve_in_subprocess(config) as (process, log):
+        yield Served(process, config, socket_path, log)
 
 
 def test_token_prints_jwt(served: Served) -> None:

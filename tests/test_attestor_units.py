@@ -261,6 +261,7 @@ def test_hash_cache_skips_large_files(tmp_path: Path) -> None:
 
 
 CONFIG_HEAD = 'socket_path = "/tmp/s.sock"\nkey_dir = "/tmp/keys"\n'
+ONE_AGENT = '[[agent]]\nname = "dev"\nselectors = ["uid:1"]\n'
 
 
 @pytest.mark.parametrize(
@@ -296,8 +297,15 @@ CONFIG_HEAD = 'socket_path = "/tmp/s.sock"\nkey_dir = "/tmp/keys"\n'
             "field 'jwks_address': 0.0.0.0 is not a loopback",
         ),
         ('jwks_address = "8300"\n', "field 'jwks_address': '8300' must read HOST:PORT"),
-        ("[rate_limit]\nper_uid_rate = -1\n", "[rate_limit] field 'per_uid_rate'"),
-        ('algorithm = "HS256"\n', "field 'algorithm': 'HS256' is not supported"),
+        (
+            "[rate_limit]\nper_uid_rate = -1\n" + ONE_AGENT,
+            "[rate_limit] field 'per_uid_rate'",
+        ),
+        (
+            'algorithm = "HS256"\n' + ONE_AGENT,
+            "field 'algorithm': 'HS256' is not supported",
+        ),
+        ("", "field 'agent': no [[agent]] table"),
         ("socket_path = [", "invalid TOML"),
     ],
 )

@@ -8,6 +8,7 @@ they run is a stdlib-only script under the system `/usr/bin/python3`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -69,6 +71,7 @@ socket_path = "{socket}"
 jwks_address = "127.0.0.1:0"
 key_dir = "{keys}"
 request_timeout = 1.0
+processes = 1
 """
 
 
@@ -276,6 +279,29 @@ def make_harness_fixture(shared_dir: Path) -> Iterator[Callable[..., Harness]]:
     for harness in started:
         harness.stop()
         detach_decisions(harness)
+
+
+CLI = str(Path(sys.executable).with_name("agent-attestor"))
+
+
+@contextlib.contextmanager
+def serve_in_subprocess(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Run `agent-attestor serve` on `config` until the block ends.
+
+    Yields the process and its log file once the socket exists; afterwards
+    stops the process by its pid (SIGTERM) unless the block already did.
+    """
+    log = config.parent / "daemon.log"
+    socket_path = config.parent / "run" / "agent.sock"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([CLI, "serve", "--config", str(config)], stderr=out)
+    try:
+        assert wait_for(socket_path.exists, timeout=30), log.read_text()
+        yield process, log
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
 
 
 def free_port() -> int:
