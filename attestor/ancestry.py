@@ -57,7 +57,10 @@ class AncestorReader:
 
     def _ancestor(self, pid: int, start_time: int) -> AncestorInfo:
         link = self._exe_link_or_empty(pid)
-        cmdline = self.procfs.cmdline(pid) if link else []
+        # The cmdline is readable even where the exe link is not (another
+        # uid without CAP_SYS_PTRACE, a non-dumpable process), and the
+        # agent-exec check needs it.
+        cmdline = self.procfs.cmdline(pid)
         key = (pid, start_time)
         now = time.monotonic()
         with self._lock:
@@ -92,7 +95,9 @@ class AncestorReader:
             with contextlib.suppress(AttestationError, ProcessGoneError, ValueError):
                 sha256 = read_exe(self.procfs, self.hashes, pid)[1].sha256
 
-        ref = find_script(link, cmdline)
+        # Without the exe link, argv[0] names the interpreter, as the
+        # process chose to call it.
+        ref = find_script(link or (cmdline[0] if cmdline else ""), cmdline)
         script = (
             None if ref is None else resolve_script(self.procfs, pid, ref, hashes=None)
         )

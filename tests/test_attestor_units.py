@@ -431,3 +431,27 @@ def test_fake_procfs_detects_restarted_pid(tmp_path: Path) -> None:
         peer.close()
 
     assert caught.value.code == "process_changed"
+
+
+def test_wrapper_found_without_exe_access(tmp_path: Path) -> None:
+    write_fake_process(tmp_path, 500, ppid=400, start=1000)
+    write_fake_process(tmp_path, 400, ppid=1, start=900)
+    # As for a non-dumpable agent-exec seen without CAP_SYS_PTRACE: no exe
+    # link, but the cmdline is readable.
+    (tmp_path / "400" / "exe").unlink()
+    (tmp_path / "400" / "cmdline").write_bytes(
+        b"/usr/bin/python3\x00/opt/venv/bin/agent-exec\x00--role\x00db\x00"
+    )
+    inspector = Inspector(
+        hashes=HashCache(max_bytes=1 << 30), procfs=ProcFS(str(tmp_path))
+    )
+    peer = fake_peer(500, 1000)
+    rule = WrapperRule(paths=(compile_glob("/**/agent-exec"),), modules=())
+
+    try:
+        info = inspector.inspect(peer)
+    finally:
+        peer.close()
+
+    assert info.parents[0].exe == ""
+    assert rule.find(info) == info.parents[0]
