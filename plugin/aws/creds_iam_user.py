@@ -131,16 +131,11 @@ def _leased(
     verified: bool,
     timeout: int,
 ) -> Response:
-    lease = load_lease(issue.request.storage)
-    role = issue.role
-    max_ttl = min((t for t in (role.max_ttl, lease.lease_max) if t), default=0)
-    ttl, max_ttl = effective_ttls(
-        issue.backend.system, role.default_ttl or lease.lease, max_ttl
-    )
+    ttl, max_ttl = lease_ttls(issue)
     data = {
         "access_key": keys.access_key,
         "secret_key": keys.secret_key,
-        # Vault's name for the session token, and the name agent-exec reads.
+        # Vault's older name of the session token; agent-exec reads the newer.
         "security_token": None,
         "session_token": None,
         **issue.endpoint_data(),
@@ -172,3 +167,13 @@ def _leased(
         verified,
     )
     return response
+
+
+def lease_ttls(issue: Issue) -> tuple[int, int]:
+    """Return (ttl, max_ttl): the role's, else aws/config/lease's, else the mount's."""
+    lease = load_lease(issue.request.storage)
+    role = issue.role
+    max_ttl = min((t for t in (role.max_ttl, lease.lease_max) if t), default=0)
+    return effective_ttls(
+        issue.backend.system, role.default_ttl or lease.lease, max_ttl
+    )

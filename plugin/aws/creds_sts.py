@@ -184,26 +184,14 @@ def _leased(
     details: dict[str, Any],
     ttl: int,
 ) -> Response:
-    credentials = result["Credentials"]
-    expiration: datetime.datetime = credentials["Expiration"]
+    expiration: datetime.datetime = result["Credentials"]["Expiration"]
     remaining = int(expiration.timestamp() - time.time())
     if not 0 < remaining <= ttl + 60:
         # The clocks of this host and AWS disagree; the requested duration
         # is what AWS granted.
         logger.warning("clock skew against AWS: expiration=%s", expiration.isoformat())
         remaining = ttl
-    data: dict[str, Any] = {
-        "access_key": credentials["AccessKeyId"],
-        "secret_key": credentials["SecretAccessKey"],
-        "security_token": credentials["SessionToken"],
-        "session_token": credentials["SessionToken"],
-        "expiration": expiration.astimezone(datetime.UTC).isoformat(),
-        **issue.endpoint_data(),
-    }
-
-    user = result.get("AssumedRoleUser") or result.get("FederatedUser")
-    if user:
-        data["arn"] = user["Arn"]
+    data = _response_data(issue, result)
     internal = {
         **issue.internal_data(issue.role.credential_type),
         **details,
@@ -225,3 +213,21 @@ def _leased(
         remaining,
     )
     return response
+
+
+def _response_data(issue: Issue, result: dict[str, Any]) -> dict[str, Any]:
+    """Return the creds data of an STS result, with the extensions."""
+    credentials = result["Credentials"]
+    expiration: datetime.datetime = credentials["Expiration"]
+    data: dict[str, Any] = {
+        "access_key": credentials["AccessKeyId"],
+        "secret_key": credentials["SecretAccessKey"],
+        "security_token": credentials["SessionToken"],
+        "session_token": credentials["SessionToken"],
+        "expiration": expiration.astimezone(datetime.UTC).isoformat(),
+        **issue.endpoint_data(),
+    }
+    user = result.get("AssumedRoleUser") or result.get("FederatedUser")
+    if user:
+        data["arn"] = user["Arn"]
+    return data

@@ -125,25 +125,11 @@ def _switch(
     save_root(request.storage, rotated)
     backend.reset_clients()
     response = Response(data={"access_key": new.access_key})
-    try:
-        # Signed with the new key: a last proof that IAM accepts it.
-        backend.clients(request.storage).iam.delete_access_key(
-            UserName=username, AccessKeyId=config.access_key
-        )
-    except aws_errors() as err:
-        if error_code(err) == NOT_FOUND:
-            delete_wal(request.storage, wal_id)
-            return response
-        logger.error(
-            "old root key not deleted, rollback retries: username=%s access_key=%s "
-            "error=%s",
-            username,
-            config.access_key,
-            describe(err),
-        )
+    failed = _delete_old_key(backend, request, username, config.access_key)
+    if failed:
         response.warnings.append(
             f"the new key is stored, but deleting the old key {config.access_key} "
-            f"failed ({describe(err)}); the periodic rollback retries"
+            f"failed ({failed}); the periodic rollback retries"
         )
         return response
     delete_wal(request.storage, wal_id)
@@ -154,3 +140,25 @@ def _switch(
         new.access_key,
     )
     return response
+
+
+def _delete_old_key(
+    backend: AwsBackend, request: Request, username: str, old_key: str
+) -> str:
+    """Delete the old key, signed with the new one; return why it failed, or ""."""
+    try:
+        backend.clients(request.storage).iam.delete_access_key(
+            UserName=username, AccessKeyId=old_key
+        )
+    except aws_errors() as err:
+        if error_code(err) == NOT_FOUND:
+            return ""
+        logger.error(
+            "old root key not deleted, rollback retries: username=%s access_key=%s "
+            "error=%s",
+            username,
+            old_key,
+            describe(err),
+        )
+        return describe(err)
+    return ""
