@@ -146,13 +146,16 @@ def test_hvac_role_create_read_list_delete(mount: Mount) -> None:
     assert mount.read("aws/roles/reader") is None
 
 
-def test_terraform_role_with_map_tags(mount: Mount) -> None:
+def test_terraform_role_shape(mount: Mount) -> None:
+    # vault_aws_secret_backend_role sends sets as lists and TTLs as strings.
     mount.write(
         "aws/roles/sts",
         credential_type="assumed_role",
         role_arns=[ROLE_ARN],
-        default_sts_ttl=900,
-        max_sts_ttl=3600,
+        policy_arns=[],
+        iam_groups=[],
+        default_sts_ttl="900",
+        max_sts_ttl="3600",
         session_tags={"team": "data"},
         external_id="ext-1",
     )
