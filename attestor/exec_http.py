@@ -36,6 +36,7 @@ class HttpError(Exception):
 class HttpResponse:
     status: int
     body: bytes
+    location: str = ""  # the Location header of a redirect
 
 
 class HttpConnection:
@@ -53,7 +54,7 @@ class HttpConnection:
         self._host = parts.hostname
         self._port = parts.port or (443 if self._tls else 80)
         self._host_header = parts.netloc
-        self._timeout = timeout
+        self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buffer = b""
         self._last_used = 0.0
@@ -104,10 +105,10 @@ class HttpConnection:
         if response_headers.get("connection", "").lower() == "close":
             self.close()
         self._last_used = time.monotonic()
-        return HttpResponse(status, payload)
+        return HttpResponse(status, payload, response_headers.get("location", ""))
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self._host, self._port), self._timeout)
+        sock = socket.create_connection((self._host, self._port), self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls:
             sock = _tls_context().wrap_socket(sock, server_hostname=self._host)

@@ -1,9 +1,9 @@
 """The Vault requests of one agent-exec call, over `exec_http`.
 
-Each method is one Vault API path. Vault's responses map to agent-exec's exit
-codes: unreachable or 5xx is `UnavailableError`, a rejected request (4xx) is
-`DeniedError`; the message names the path and carries Vault's own errors,
-which never contain the token.
+Each method is one Vault API path. An unreachable Vault or a 5xx status
+raises `UnavailableError`, and a rejected request (4xx) raises `DeniedError`.
+The message names the path and carries Vault's own errors, which never
+contain the token. Redirects, as an HA standby sends them, are followed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from attestor.exec_errors import DeniedError, ExecError, UnavailableError
-from attestor.exec_http import HttpConnection, HttpError
+from attestor.exec_http import HttpConnection, HttpError, HttpResponse
 
 log = logging.getLogger(__name__)
 
+# An HA standby may return a redirect (307) to the active node. The request
+# is then sent again there, with the same method, body and token.
+REDIRECTS = frozenset({301, 302, 307, 308})
+MAX_REDIRECTS = 3
 MULTIERROR_HEAD = re.compile(r"\d+ errors? occurred:")
 
 
@@ -156,14 +160,40 @@ class VaultClient:
             headers["Content-Type"] = "application/json"
             body = json.dumps(payload).encode()
 
+        target = f"/v1/{path}"
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(method, target, headers, body)
+            if response.status not in REDIRECTS or not response.location:
+                return _decode(method, path, response.status, response.body)
+            target = self._follow(response.location)
+        raise UnavailableError(
+            f"Vault redirected {method} {path} more than {MAX_REDIRECTS} times"
+        )
+
+    def _send(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> HttpResponse:
         try:
-            response = self._http.request(method, f"/v1/{path}", headers, body)
+            return self._http.request(method, target, headers, body)
         except HttpError as err:
             raise UnavailableError(
-                f"cannot reach Vault at {self.addr}: {err}; check --vault-addr "
-                "(or VAULT_ADDR) and that the server is running and unsealed"
+                f"cannot reach Vault at {self._http.base_url}: {err}; check "
+                "--vault-addr (or VAULT_ADDR) and that the server is running "
+                "and unsealed"
             ) from err
-        return _decode(method, path, response.status, response.body)
+
+    def _follow(self, location: str) -> str:
+        """Point this client at a redirect's origin; return the request target."""
+        parts = urlsplit(location)
+        if parts.scheme and parts.netloc:
+            origin = f"{parts.scheme}://{parts.netloc}"
+            log.info("vault redirected to %s", origin)
+            self._http.close()
+            try:
+                self._http = HttpConnection(origin, timeout=self._http.timeout)
+            except HttpError as err:
+                raise UnavailableError(f"invalid Vault redirect: {err}") from err
+        return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _tidy(error: object) -> str:

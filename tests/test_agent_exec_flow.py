@@ -339,3 +339,15 @@ def test_signal_during_revocation_ignored(fakes: Fakes) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     assert_all_revoked(fakes)
+
+
+def test_standby_redirect_followed(fakes: Fakes) -> None:
+    standby = VaultState(redirect_to=fakes.vault_addr)
+    with fake_vault(standby) as standby_addr:
+        result = fakes.run(
+            "--role", "demo-readonly", "--vault-addr", standby_addr, "--", "true"
+        )
+    assert result.returncode == 0, result.stderr
+    # Each client connection is redirected once, then stays on the active node.
+    assert standby.requests[0] == ("POST", "auth/jwt/login")
+    assert_all_revoked(fakes)

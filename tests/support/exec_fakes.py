@@ -44,6 +44,7 @@ class VaultState:
     plugin_denies: set[str] = field(default_factory=set)
     failing_revokes: set[str] = field(default_factory=set)  # "*" fails them all
     revoke_delay: float = 0.0  # seconds each lease revocation takes
+    redirect_to: str = ""  # an address to send every request to, as a standby
     token_ttl: int = 120
     lease_ttl: int = 300
     tokens: dict[str, str] = field(default_factory=dict)  # live token -> accessor
@@ -86,6 +87,13 @@ class _VaultHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else {}
+        if self.state.redirect_to:
+            self.state.requests.append((method, self.path.removeprefix("/v1/")))
+            self.send_response(307)
+            self.send_header("Location", self.state.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path = self.path.split("?", 1)[0].removeprefix("/v1/")
         token = self.headers.get("X-Vault-Token", "")
         with self.state.lock:
