@@ -9,7 +9,6 @@ its own, whose policy reads only the `e2e-*` AWS roles, and uses hvac's
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import hvac
@@ -20,9 +19,8 @@ from attestor.client import request_token
 from devstack.stack import StackState
 from plugin.aws.client import KeyPair
 from tests.support.moto import (
-    ACCOUNT_ID,
-    ADMIN_USER,
     MotoServer,
+    assumable_role,
     error_code_of,
     serve_moto,
 )
@@ -100,23 +98,8 @@ def agent(stack: StackState, admin: hvac.Client) -> hvac.Client:
 
 @pytest.fixture(scope="module")
 def role_arn(moto_server: MotoServer) -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{ADMIN_USER}"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    iam = moto_server.client("iam")
-    name = f"e2e-{time.monotonic_ns()}"
-    created = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(
-        RoleName=name, PolicyName="list", PolicyDocument=json.dumps(POLICY)
-    )
-    return str(created["Role"]["Arn"])
+    """An IAM role the admin user may assume, allowed to list users."""
+    return assumable_role(moto_server, json.dumps(POLICY))
 
 
 def keys_of(data: dict[str, str]) -> KeyPair:

@@ -17,6 +17,7 @@ from tests.support.moto import (
     ACCOUNT_ID,
     ADMIN_USER,
     MotoServer,
+    assumable_role,
     aws_creds,
     aws_mount,
     error_code_of,
@@ -44,21 +45,7 @@ def mount(moto_server: MotoServer) -> Mount:
 @pytest.fixture
 def role_arn(moto_server: MotoServer) -> str:
     """An IAM role the admin user may assume, allowed to list users."""
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{ADMIN_USER}"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    iam = moto_server.client("iam")
-    name = f"agents-{time.monotonic_ns()}"
-    created = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName=name, PolicyName="list", PolicyDocument=LIST_USERS)
-    return str(created["Role"]["Arn"])
+    return assumable_role(moto_server, LIST_USERS)
 
 
 def add_role(

@@ -167,6 +167,27 @@ def serve_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]
         stop_moto(server.process)
 
 
+def assumable_role(server: MotoServer, policy_document: str) -> str:
+    """Create an IAM role the admin user may assume; return its ARN."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{ADMIN_USER}"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    iam = server.client("iam")
+    name = f"agents-{time.monotonic_ns()}"
+    created = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName=name, PolicyName="inline", PolicyDocument=policy_document
+    )
+    return str(created["Role"]["Arn"])
+
+
 def aws_mount(server: MotoServer, **config: Any) -> Mount:
     """Return a fresh mount whose `aws/config/root` points at `server`."""
     mount = new_mount()
