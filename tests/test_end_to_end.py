@@ -186,7 +186,7 @@ def test_undeclared_user_gets_no_jwt(stack: StackState, stranger: str) -> None:
     result = run_as_stranger(stack, stranger, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("no_matching_agent ")
-    assert "no declared agent matches" in result.stdout
+    assert "no agent matches process" in result.stdout
 
 
 def test_undeclared_user_mints_nothing(stack: StackState, stranger: str) -> None:
@@ -198,4 +198,4 @@ def test_undeclared_user_mints_nothing(stack: StackState, stranger: str) -> None
     )
     result = run_as_stranger(stack, stranger, code)
     assert result.returncode == 77, result.stderr  # denied
-    assert "no declared agent matches" in result.stderr
+    assert "no agent matches process" in result.stderr
