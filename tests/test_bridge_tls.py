@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from plugin.bridge import tls
+from plugin.bridge import endpoint, tls
 from plugin.bridge.tlsproxy import TlsProxy
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
@@ -198,3 +199,22 @@ def test_removed_listener_deletes_socket(
 
     relay.stop()
     assert not (folder / "relay.sock").exists()
+
+
+def test_silent_client_is_dropped(
+    proxy: tuple[TlsProxy, tls.Identity, tls.Identity],
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    relay, _, _ = proxy
+    monkeypatch.setattr(endpoint, "_HANDSHAKE_TIMEOUT", 0.3)
+    serve_unix(folder / "echo.sock", lambda conn: conn)
+    relay.serve_tls(str(folder / "tls.sock"), str(folder / "echo.sock"))
+
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(folder / "tls.sock"))
+        raw.settimeout(5)
+        started = time.monotonic()
+
+        assert raw.recv(10) == b""
+        assert time.monotonic() - started < 3

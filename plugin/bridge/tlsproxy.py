@@ -22,6 +22,7 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _ACCEPT_BACKLOG = 64
 _DIAL_TIMEOUT = 5.0
+_SWEEP_SECONDS = 1.0
 
 
 @dataclass
@@ -130,12 +132,27 @@ class TlsProxy:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
+        next_sweep = time.monotonic() + _SWEEP_SECONDS
         try:
             while not self._stopping:
-                for key, events in self._selector.select():
-                    self._dispatch(key, events)
+                for key, mask in self._selector.select(timeout=_SWEEP_SECONDS):
+                    self._dispatch(key, mask)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._expire_handshakes(now)
+                    next_sweep = now + _SWEEP_SECONDS
         except Exception:
             logger.exception("tls proxy loop failed; plugin connections are down")
+
+    def _expire_handshakes(self, now: float) -> None:
+        # A peer that connects and then sends nothing produces no events, so
+        # the loop closes handshakes past their deadline once a second.
+        for key in list(self._selector.get_map().values()):
+            owner = key.data
+            expired = isinstance(owner, Endpoint) and owner.handshaking
+            if expired and now > owner.handshake_deadline:
+                logger.warning("TLS handshake timed out; closing the connection")
+                owner.close()
 
     def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
         owner = key.data

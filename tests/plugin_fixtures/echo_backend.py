@@ -8,6 +8,7 @@ Paths (relative to the mount):
   storage under `revoked/` and `renewed/`. Body field `revoke_delay_ms`
   makes the revoke of that secret sleep first.
 - `creds-status/<serial>`: whether that secret is issued, revoked, renewed.
+- `ping`: returns `{"pong": true}` and touches nothing (for benchmarks).
 - `sleep`: sleeps `ms` milliseconds, then returns.
 - `fail/<kind>`: raises the LogicalError of that kind (`bad_request`,
   `permission_denied`, `unsupported_path`, `unsupported_operation`,
@@ -111,6 +112,8 @@ class EchoBackend:
                 return handler(request, path.removeprefix(prefix))
         if path.startswith("fail/"):
             _fail(path.removeprefix("fail/"))
+        if path == "ping":
+            return Response(data={"pong": True})
         if path == "info":
             return self._info(request)
         if path == "sleep":

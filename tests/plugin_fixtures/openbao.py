@@ -148,7 +148,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def start_openbao(folder: Path) -> OpenBao:
+def start_openbao(folder: Path, log_level: str = "debug") -> OpenBao:
     """Start `bao server -dev` on a free loopback port and wait until it serves."""
     for sub in ("home", "plugins"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def start_openbao(folder: Path) -> OpenBao:
         "TMPDIR": str(tmp_dir),
         "BAO_DEV_ROOT_TOKEN_ID": token,
         # Plugins inherit Vault's environment, so this sets their level too.
-        "BAO_LOG_LEVEL": "debug",
+        "BAO_LOG_LEVEL": log_level,
     }
     command = [
         bao_binary(),
@@ -170,7 +170,7 @@ def start_openbao(folder: Path) -> OpenBao:
         f"-dev-listen-address=127.0.0.1:{port}",
         f"-dev-plugin-dir={folder / 'plugins'}",
         "-dev-plugin-init=false",
-        "-log-level=debug",
+        f"-log-level={log_level}",
     ]
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(
