@@ -1,9 +1,9 @@
 """Agents: a name, the selectors that identify its processes, and its tokens.
 
 A process gets a token for an agent only when every selector of exactly one
-agent matches it, and when no ancestor of it is an `agent-exec` wrapper: a
-command that agent-exec runs holds one call's credentials and must not mint
-its agent's others.
+agent matches it, and when no ancestor of it is an `agent-exec` wrapper. A
+command that agent-exec runs has one call's credentials and must not mint
+its agent's other credentials.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`agent-attestor serve`: start the servers, reload on SIGHUP, stop cleanly.
 
 A reload re-reads the config file and the key directory. Agents, selectors,
-wrapper rules and rate limits change at once, without dropping connections;
-a config that fails validation is logged and the previous one stays in force.
-Settings bound to open sockets (paths, addresses, TLS, workers) take effect at
-the next restart, and the reload says so in the log.
+wrapper rules and rate limits change at once, without dropping connections.
+A config that fails validation is logged, and the previous one stays in
+force. Settings bound to open sockets (paths, addresses, TLS, workers) take
+effect at the next restart, and the reload logs a warning naming them.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def _limiter(config: Config, processes: int) -> RateLimiter:
     """Return a limiter for one process's share of each uid's rate.
 
     Pre-forked workers keep separate buckets, so each one allows 1/N of the
-    configured rate and burst (rounded up); one uid's overall limit then lies
+    configured rate and burst (rounded up). One uid's overall limit then lies
     between that share and the full rate, depending on which workers accept
     its connections.
     """

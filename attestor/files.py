@@ -77,7 +77,10 @@ def resolve_script(
 
 
 def _candidate_path(procfs: ProcFS, pid: int, path: str) -> str:
-    """Return where the daemon reaches `path` as the process `pid` sees it."""
+    """Return the path through /proc at which the daemon opens `path` of `pid`.
+
+    The result resolves as the process itself resolves `path`.
+    """
     match = _OWN_FD_PATH.fullmatch(path)
     if match is not None:
         # Resolving /dev/fd/N in the daemon would reach the daemon's own

@@ -1,10 +1,10 @@
 """Attest the process at the other end of a Unix socket.
 
 The sequence guards against PID reuse and exec races. `pin` takes the peer's
-credentials and a pidfd when the connection is accepted; `inspect` reads the
+credentials and a pidfd when the connection is accepted. `inspect` reads the
 process's attributes, then checks that the pidfd's process is still alive
 with the same start time, uids, parent and executable. Any difference rejects
-the request: the facts read may belong to another process or image.
+the request, because the facts read may belong to another process or image.
 """
 
 from __future__ import annotations
@@ -226,10 +226,10 @@ def _exited(pid: int) -> AttestationError:
     )
 
 
-def _changed(pid: int, what: str) -> AttestationError:
+def _changed(pid: int, change: str) -> AttestationError:
     return AttestationError(
         ErrorCode.PROCESS_CHANGED,
-        f"process {pid} changed while it was being attested ({what}); "
+        f"process {pid} changed while it was being attested ({change}); "
         "request the token again from the process that will use it",
     )
 

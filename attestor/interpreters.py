@@ -2,8 +2,8 @@
 
 The kernel records only the interpreter as a process's executable; the script
 is the first operand on its command line. Each interpreter has its own option
-syntax, so a small table says which options take a separate argument and
-which ones run inline code (then there is no script file).
+syntax, so a small table lists the options that take a separate argument and
+those that run inline code (then there is no script file).
 
 A process can rewrite its own command line, so the script found here is what
 the process claims to run, not something the kernel proves.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ScriptRef:
-    """What an interpreter runs: a file path, a module, or inline code."""
+    """The program of an interpreter: a file path, a module, or inline code."""
 
     kind: str  # "file", "module" or "inline"
     value: str  # the path as written on the command line, or the module name

@@ -3,8 +3,8 @@
 `agent-attestor keys rotate` rewrites the key directory while the daemon runs.
 The daemon notices within `check_interval` seconds (it compares keys.json's
 inode and mtime), on SIGHUP, or on a `reload` request, and from then on signs
-with the promoted key. Vault already knows that key because the JWKS has
-published it as the next key since the previous rotation.
+with the promoted key. A verifier that fetched the JWKS since the previous
+rotation has that key already, because the JWKS published it as the next key.
 
 A key the daemon signed with stays in the JWKS until the last token it signed
 has expired, even when the key directory retired it earlier.

@@ -1,6 +1,6 @@
 """Log output for the daemon: one JSON object per line on stderr.
 
-Decision records carry their facts in `extra={"fields": {...}}`; the
+Decision records carry their facts in `extra={"fields": {...}}`. The
 formatter merges them into the line, so a log shipper gets pid, exe, agent,
 jti and the rest as separate keys.
 """

@@ -1,4 +1,4 @@
-"""What the attestor knows about a calling process, as plain data.
+"""The attested facts about a calling process, as plain data.
 
 Every field comes from the kernel (SO_PEERCRED, /proc) except `script`, which
 is taken from the command line the process chose for itself. The claims
@@ -25,7 +25,7 @@ class ScriptInfo:
     `kind` is "file" (then `path` is the canonical path of the file), "module"
     (`path` is the module name, as in `python -m NAME`) or "inline" (code given
     on the command line, `path` is empty). `sha256` is None when the file was
-    not hashed, and `error` then says why.
+    not hashed, and `error` then gives the reason.
     """
 
     kind: str

@@ -2,7 +2,7 @@
 
 One thread multiplexes every connection with selectors, so a client that
 sends its request slowly, or never, costs a table entry instead of a thread.
-Complete requests go to the worker threads; a connection that has not sent a
+Complete requests go to the worker threads. A connection that has not sent a
 complete request within `request_timeout`, or sent more than
 MAX_REQUEST_BYTES, gets a `bad_request` response and is closed.
 
@@ -246,7 +246,7 @@ def respond(conn: socket.socket, response: dict[str, Any]) -> None:
         conn.settimeout(1.0)
         conn.sendall(json.dumps(response, separators=(",", ":")).encode() + b"\n")
     except OSError as err:
-        # For a token, nobody can use it any more.
+        # A token in an unsent response is lost with the connection.
         logger.info("could not send the response: %s", err)
 
 

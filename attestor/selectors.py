@@ -28,7 +28,7 @@ from attestor.process import AncestorInfo, ProcessInfo
 
 
 class SelectorError(ValueError):
-    """A selector string that cannot be parsed; the message says why."""
+    """A selector string that cannot be parsed; the message gives the reason."""
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -1,11 +1,11 @@
-"""The Unix socket server: bind, run the I/O loop, answer with worker threads.
+"""The Unix socket server: bind, run the I/O loop, respond from worker threads.
 
 The I/O loop (`RequestReader`) accepts connections, pins each peer at accept
-and collects its request; `workers` threads then attest the peer, decide and
-respond. Attesting reads /proc, and a read of /proc/PID/cmdline waits for
-the target's memory-map lock, which a hostile process can hold for long:
-such a request stalls one worker, not the I/O loop. A small pool (default 2)
-keeps the GIL contention between busy threads low.
+and collects its request. Then one of `workers` threads attests the peer,
+decides and responds. Attesting reads /proc, and a read of /proc/PID/cmdline
+waits for the target's memory-map lock, which a hostile process can hold for
+long. Such a request stalls one worker, not the I/O loop. Few workers (default
+1 per process) keep the GIL contention between busy threads low.
 """
 
 from __future__ import annotations

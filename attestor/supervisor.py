@@ -3,8 +3,8 @@
 Python threads that each make many short system calls mostly hand the GIL to
 each other, so one process tops out near one core. With `processes` above 1
 the parent binds the socket and the JWKS port, then forks N socket workers
-and one JWKS process; it starts no thread itself, so every fork, including a
-restart, copies a single-threaded process. The parent restarts a child that
+and one JWKS process. The parent starts no thread itself, so every fork,
+including a restart, copies a single-threaded process. The parent restarts a child that
 dies, passes SIGHUP on to the children, and on SIGTERM stops them and removes
 the socket. Children get SIGTERM if the parent dies (PR_SET_PDEATHSIG).
 

@@ -86,7 +86,7 @@ def test_keyring_publishes_signed_key_until_last_expiry(tmp_path: Path) -> None:
     old = ring.signing_key()
     ring.record_issued(old, now[0] + 300)
 
-    store.rotate(keep_seconds=-1)  # the key directory forgets the old key at once
+    store.rotate(keep_seconds=-1)  # the key directory drops the old key at once
     ring.reload()
     published_during = {key.kid for key in ring.published_keys()}
     now[0] += 301
@@ -165,7 +165,7 @@ def test_rotation_by_root_keeps_owner(tmp_path: Path) -> None:
     key_dir = tmp_path / "keys"
     store = KeyStore(str(key_dir), "ES256")
     store.load_or_create()
-    os.chown(key_dir, 65534, 65534)  # as if the daemon ran as nobody
+    os.chown(key_dir, 65534, 65534)  # as if the daemon ran as the user nobody (65534)
 
     rotated = store.rotate(keep_seconds=360)
 

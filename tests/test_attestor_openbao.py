@@ -203,7 +203,7 @@ def test_login_after_rotation_needs_no_vault_change(
 ) -> None:
     client, harness, users = setup
     before = token_for(harness, users["ab-agent1"])
-    login(client, "agent1", before)  # Vault now holds the JWKS in its cache
+    login(client, "agent1", before)  # Vault now has the JWKS in its cache
     published_before = {key["kid"] for key in harness.daemon.keyring.jwks()["keys"]}
 
     KeyStore(harness.daemon.config.key_dir, "ES256").rotate(keep_seconds=360)

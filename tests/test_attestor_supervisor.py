@@ -45,7 +45,7 @@ selectors = ["uid:0"]
 
 
 def rewrite(config: Path, old: str, new: str) -> None:
-    """Replace text in the config atomically, so no reload sees it half written."""
+    """Replace text in the config atomically, so no reload reads it half written."""
     temporary = config.with_suffix(".new")
     temporary.write_text(config.read_text().replace(old, new))
     temporary.rename(config)
@@ -176,7 +176,7 @@ def test_watchdog_kills_stalled_worker(
         )
         elapsed = time.monotonic() - started
 
-        assert stalled.stdout.strip() == ""  # the worker died before answering
+        assert stalled.stdout.strip() == ""  # the worker was killed before it responded
         assert 1.0 < elapsed < 10
         assert wait_for(
             lambda: len(children_of(supervisor_pid) - before) == 1, timeout=10

@@ -34,9 +34,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 AGENT_USERS = ("ab-agent1", "ab-agent2")
 
 # The client helper connects, sends one request and prints the response.
-# MODE "once" does just that; "exit" and "exec" wait for SIGUSR1 after
-# sending and then exit or exec /bin/sleep (which inherits the socket);
-# "stdin" reads one line from stdin before connecting.
+# MODE "once" does just that. With "exit" and "exec" it waits for SIGUSR1
+# after sending, then exits or execs /bin/sleep, which inherits the socket.
+# With "stdin" it reads one line from stdin before connecting.
 HELPER = textwrap.dedent(
     """\
     import json, os, signal, socket, sys
@@ -311,7 +311,7 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `condition` every 10 ms until it holds or `timeout` passes."""
+    """Poll `condition` every 10 ms until it is true or `timeout` passes."""
     done = threading.Event()
     for _ in range(int(timeout / 0.01)):
         if condition():
