@@ -51,6 +51,8 @@ class AncestorReader:
                     break
                 chain.append(self._ancestor(pid, stat.start_time))
             except ProcessGoneError:
+                # The ancestor exited during the walk, so its child was
+                # reparented and the chain above no longer leads to the caller.
                 break
             pid, child_start = stat.ppid, stat.start_time
         return tuple(chain)

@@ -134,6 +134,8 @@ def _exchange(
 
 
 def _send_and_receive(path: str, payload: bytes, timeout: float) -> bytes:
+    # One deadline for the whole exchange: a server trickling bytes must not
+    # extend it with every recv.
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

@@ -107,6 +107,8 @@ def _file_key(info: os.stat_result) -> FileKey:
 
 
 def _hash_fd(fd: int, size: int) -> str:
+    # Reading exactly `size` bytes ties the hash to the size in the cache key,
+    # even if the file grows during the read.
     digest = hashlib.sha256()
     offset = 0
     while offset < size:

@@ -205,6 +205,8 @@ class Inspector:
 
 
 def _check_uids(peer: Peer, status: ProcStatus) -> None:
+    # A setuid program, or one that changed uid after connecting, could
+    # otherwise be attested as a uid other than the one that connected.
     if len(set(status.uids)) != 1 or status.uids[1] != peer.uid:
         real, effective, saved, fs = status.uids
         raise AttestationError(

@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,6 +105,13 @@ class _HTTPServer(ThreadingHTTPServer):
     ) -> None:
         self.address_family = family
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback to stderr; a client that gave up the
+        # TLS handshake or the connection is worth one log line.
+        logger.info(
+            "JWKS request from %s failed: %s", client_address, sys.exc_info()[1]
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -135,6 +135,8 @@ def _read_private_file(path: str) -> bytes:
         raise KeyFileError(
             f"{path}: cannot open the private key: {err.strerror}"
         ) from err
+    # The mode is checked on the open descriptor, not the path, so the file
+    # cannot be swapped between the check and the read.
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode & 0o777
         if mode & 0o077:

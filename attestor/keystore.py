@@ -123,6 +123,7 @@ class KeyStore:
                     for entry in retired
                 ],
             )
+            # A retired key only verifies; its private half can go at once.
             self._remove(f"{keys.current.kid}.key")
             for entry in keys.retired:
                 if entry.retire_after <= now:
@@ -191,6 +192,7 @@ class KeyStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+        # rename(2) is atomic: a reader sees the old file or the new one.
         os.replace(temporary, self._path(name))
         self._fsync_directory()
 
@@ -208,6 +210,7 @@ class KeyStore:
     def _ensure_directory(self) -> None:
         if not os.path.isdir(self.key_dir):
             os.makedirs(self.key_dir, mode=0o700)
+            # makedirs applies the umask; the mode must be exactly 0700.
             os.chmod(self.key_dir, 0o700)
             logger.info("created key directory %s", self.key_dir)
         self._check_directory()

@@ -57,6 +57,8 @@ def vault_login(
     """POST the JWT to `auth/MOUNT/login` and return the issued Vault token."""
     client = hvac.Client(url=address, verify=ca_cert or True, timeout=timeout)
     try:
+        # use_token=False: the caller decides where the token goes; hvac would
+        # otherwise keep it on the client object.
         response = client.auth.jwt.jwt_login(
             role=role, jwt=jwt, path=mount, use_token=False
         )

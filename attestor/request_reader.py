@@ -193,6 +193,7 @@ class RequestReader:
                 ),
             )
             return
+        # The worker writes the response with a blocking send and a timeout.
         pending.conn.setblocking(True)
         self.deliver(pending.conn, pending.peer, request)
 
@@ -243,6 +244,8 @@ class RequestReader:
 def respond(conn: socket.socket, response: dict[str, Any]) -> None:
     """Send one response line; a client that left is logged, not raised."""
     try:
+        # A response is a few KiB and fits the socket buffer; the timeout only
+        # bounds a client that stopped reading with a full buffer.
         conn.settimeout(1.0)
         conn.sendall(json.dumps(response, separators=(",", ":")).encode() + b"\n")
     except OSError as err:

@@ -92,6 +92,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 
 
 def _ancestor_paths(ancestor: AncestorInfo) -> list[str]:
+    # An interpreted parent (a Python supervisor) is known by its script.
     paths = [ancestor.exe]
     if ancestor.script is not None and ancestor.script.kind == "file":
         paths.append(ancestor.script.path)

@@ -64,6 +64,7 @@ class Service:
             if op is Op.RELOAD:
                 return self._reload(peer)
             policy = self.policy
+            # The limit applies before /proc is read, so a flood costs little.
             if not policy.limiter.allow(peer.uid):
                 raise self._rate_limited(peer, policy.limiter)
             if op is Op.INSPECT:

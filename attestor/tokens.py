@@ -72,6 +72,7 @@ def build_claims(
     process: ProcessInfo, agent: Agent, *, issuer: str, host: str, now: int, jti: str
 ) -> dict[str, Any]:
     audience: str | list[str] = (
+        # RFC 7519 allows a single string, which is what most verifiers expect.
         agent.audience[0] if len(agent.audience) == 1 else list(agent.audience)
     )
     return {

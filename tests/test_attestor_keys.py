@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
+import ssl
 import stat
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from attestor.config import TLSFiles
 from attestor.jwks_server import JWKSServer
 from attestor.keyring import KeyRing
 from attestor.keys import KeyFileError
@@ -171,3 +180,62 @@ def test_rotation_by_root_keeps_owner(tmp_path: Path) -> None:
 
     assert (key_dir / f"{rotated.next.kid}.key").stat().st_uid == 65534
     assert (key_dir / "keys.json").stat().st_uid == 65534
+
+
+def write_self_signed(folder: Path) -> tuple[Path, Path]:
+    """Write a certificate for 127.0.0.1 and its key; return both paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "jwks.crt", folder / "jwks.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_jwks_server_over_tls(tmp_path: Path) -> None:
+    cert_file, key_file = write_self_signed(tmp_path)
+    ring = KeyRing(KeyStore(str(tmp_path / "keys"), "ES256"))
+    server = JWKSServer(
+        ring,
+        host="127.0.0.1",
+        port=0,
+        max_age=60,
+        tls=TLSFiles(str(cert_file), str(key_file)),
+    )
+    server.start()
+    context = ssl.create_default_context(cafile=str(cert_file))
+    try:
+        with urllib.request.urlopen(  # noqa: S310
+            f"{server.url}/.well-known/jwks.json", context=context
+        ) as response:
+            jwks = json.load(response)
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(f"{server.url}/.well-known/jwks.json")  # noqa: S310
+    finally:
+        server.stop()
+
+    assert server.url.startswith("https://127.0.0.1:")
+    assert ring.signing_key().kid in {key["kid"] for key in jwks["keys"]}
