@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,3 +41,23 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class RepeatFilter:
+    """Lets one record per key (a uid) and interval reach the log; thread-safe."""
+
+    def __init__(self, interval: float = 1.0, max_keys: int = 65536) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def should_log(self, key: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self.interval) < self.interval:
+                return False
+            if len(self._last) >= self.max_keys:
+                self._last.clear()
+            self._last[key] = now
+            return True

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestor.inspector import Inspector, Peer
+from attestor.logs import RepeatFilter
 from attestor.process import AttestationError
 from attestor.protocol import MAX_REQUEST_BYTES, ErrorCode
 
@@ -77,6 +78,7 @@ class RequestReader:
         self._per_uid: Counter[int] = Counter()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._running = True
+        self._quiet = RepeatFilter()
 
     def run(self) -> None:
         self.listener.setblocking(False)
@@ -139,23 +141,7 @@ class RequestReader:
 
         busy = len(self._pending) >= self.max_pending
         if busy or self._per_uid[peer.uid] >= self.max_pending_per_uid:
-            logger.warning(
-                "too many pending connections (uid %d has %d, all %d); "
-                "rejecting pid %d",
-                peer.uid,
-                self._per_uid[peer.uid],
-                len(self._pending),
-                peer.pid,
-            )
-            respond(
-                conn,
-                failure(
-                    ErrorCode.RATE_LIMITED,
-                    "too many pending requests; retry in a moment",
-                ),
-            )
-            peer.close()
-            conn.close()
+            self._reject_busy(conn, peer)
             return
 
         conn.setblocking(False)
@@ -163,6 +149,26 @@ class RequestReader:
         self._pending[conn.fileno()] = pending
         self._per_uid[peer.uid] += 1
         self._selector.register(conn, selectors.EVENT_READ, None)
+
+    def _reject_busy(self, conn: socket.socket, peer: Peer) -> None:
+        if self._quiet.should_log(peer.uid):
+            logger.warning(
+                "too many pending connections (uid %d has %d, all %d); "
+                "rejecting pid %d and, for a second, further ones of this uid "
+                "without logging",
+                peer.uid,
+                self._per_uid[peer.uid],
+                len(self._pending),
+                peer.pid,
+            )
+        respond(
+            conn,
+            failure(
+                ErrorCode.RATE_LIMITED, "too many pending requests; retry in a moment"
+            ),
+        )
+        peer.close()
+        conn.close()
 
     def _receive(self, pending: Pending) -> None:
         try:

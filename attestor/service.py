@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from attestor.agents import Agent, WrapperRule, select_agent
 from attestor.inspector import Inspector, Peer
+from attestor.logs import RepeatFilter
 from attestor.process import AttestationError, ProcessInfo
 from attestor.protocol import ErrorCode, Op
 from attestor.ratelimit import RateLimiter
@@ -55,18 +54,18 @@ class Service:
         self.issuer = issuer
         self.policy = policy
         self.reload = reload
-        self._quiet = _RepeatFilter()
+        self._quiet = RepeatFilter()
 
     def handle(self, peer: Peer, request: Any) -> Response:
         """Return the response to `request`; never raises for the caller's mistakes."""
         try:
             op = _parse_op(request)
-            if op is Op.RELOAD:
-                return self._reload(peer)
             policy = self.policy
             # The limit applies before /proc is read, so a flood costs little.
             if not policy.limiter.allow(peer.uid):
                 raise self._rate_limited(peer, policy.limiter)
+            if op is Op.RELOAD:
+                return self._reload(peer)
             if op is Op.INSPECT:
                 return self._inspect(peer, policy)
             return self._issue(peer, policy, request.get("asserted"))
@@ -187,20 +186,3 @@ def _log_decision(
     if process.script is not None:
         facts["script"] = process.script.path
     logger.log(level, message, extra={"fields": {**facts, **fields}})
-
-
-class _RepeatFilter:
-    """Lets one rate-limit rejection per uid per second reach the log."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._last: dict[int, float] = {}
-        self._lock = threading.Lock()
-
-    def should_log(self, uid: int) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(uid, -self.interval) < self.interval:
-                return False
-            self._last[uid] = now
-            return True

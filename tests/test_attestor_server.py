@@ -241,3 +241,21 @@ def test_concurrent_requests_all_served(make_harness: Callable[..., Harness]) ->
 
     assert len(results) == 160
     assert len(set(results)) == 160
+
+
+def test_pending_connections_capped_per_uid(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(ROOT_AGENT)  # 1 s to send a request: ample for 64 connects
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(64)]
+    for sock in idle:
+        sock.connect(harness.socket_path)
+
+    try:
+        response = exchange(harness.socket_path, b'{"op": "token"}\n')
+    finally:
+        for sock in idle:
+            sock.close()
+
+    assert response["code"] == "rate_limited"
+    assert "too many pending requests" in response["error"]
