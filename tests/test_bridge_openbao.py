@@ -161,8 +161,10 @@ def test_plugin_logs_are_hclog_json(bao: OpenBao) -> None:
 
 
 def test_multiplexed_mounts_keep_storage_apart(bao: OpenBao) -> None:
-    bao.enable("m1", "echo", {"flavour": "one"})
+    bao.enable("m1", "echo", {"flavour": "one"}, {"default_lease_ttl": "1h"})
     bao.enable("m2", "echo", {"flavour": "two"})
+    m1_info = bao.request("GET", "m1/info")["data"]
+    m2_info = bao.request("GET", "m2/info")["data"]
     bao.request("POST", "m1/kv/shared-name", {"owner": "m1"})
     bao.request("POST", "m2/kv/shared-name", {"owner": "m2"})
 
@@ -170,7 +172,11 @@ def test_multiplexed_mounts_keep_storage_apart(bao: OpenBao) -> None:
     assert bao.request("GET", "m2/kv/shared-name")["data"] == {"owner": "m2"}
     with pytest.raises(VaultError):
         bao.request("GET", "e1/kv/shared-name")
-    assert plugin_pid(bao, "m1") == plugin_pid(bao, "m2") == plugin_pid(bao, "e1")
+    assert m1_info["config"]["flavour"] == "one"
+    assert m2_info["config"]["flavour"] == "two"
+    assert m1_info["default_lease_ttl"] == 3600
+    assert m2_info["default_lease_ttl"] == 768 * 3600
+    assert m1_info["pid"] == m2_info["pid"] == plugin_pid(bao, "e1")
     assert len(bao.plugin_processes()) == 1
     bao.disable("m1")
     bao.disable("m2")

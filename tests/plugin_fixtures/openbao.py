@@ -109,11 +109,14 @@ class OpenBao:
         )
 
     def enable(
-        self, path: str, plugin: str, options: dict[str, str] | None = None
+        self,
+        path: str,
+        plugin: str,
+        options: dict[str, str] | None = None,
+        config: dict[str, str] | None = None,
     ) -> None:
-        self.request(
-            "POST", f"sys/mounts/{path}", {"type": plugin, "options": options or {}}
-        )
+        body = {"type": plugin, "options": options or {}, "config": config or {}}
+        self.request("POST", f"sys/mounts/{path}", body)
 
     def disable(self, path: str) -> None:
         self.request("DELETE", f"sys/mounts/{path}")
