@@ -18,6 +18,7 @@ from attestor.hashing import HashCache
 from attestor.interpreters import find_script
 from attestor.process import AncestorInfo, AttestationError
 from attestor.procfs import ProcessGoneError, ProcFS
+from attestor.protocol import ErrorCode
 
 ANCESTOR_TTL = 2.0
 _CACHE_ENTRIES = 4096
@@ -38,22 +39,34 @@ class AncestorReader:
     def read_chain(self, ppid: int, child_start: int) -> tuple[AncestorInfo, ...]:
         """Return the ancestors of a process started at `child_start`, parent first.
 
-        The chain ends early where an ancestor exited during the walk.
+        Raises AttestationError when the chain changes during the walk or is
+        longer than `max_depth`. A partial chain must not be returned, because
+        the agent-exec check would miss a wrapper above the gap.
         """
         chain: list[AncestorInfo] = []
         pid = ppid
-        while pid > 0 and len(chain) < self.max_depth:
+        while pid > 0:
+            if len(chain) >= self.max_depth:
+                raise AttestationError(
+                    ErrorCode.NO_MATCHING_AGENT,
+                    f"the caller has more than {self.max_depth} ancestors; raise "
+                    "max_ancestors in the config to attest it",
+                )
             try:
                 stat = self.procfs.stat(pid)
                 # A parent cannot start after its child: a later start time
                 # means the pid now names an unrelated process.
                 if stat.start_time > child_start:
-                    break
+                    raise ProcessGoneError(f"process {pid} was replaced")
                 chain.append(self._ancestor(pid, stat.start_time))
-            except ProcessGoneError:
-                # The ancestor exited during the walk, so its child was
-                # reparented and the chain above no longer leads to the caller.
-                break
+            except ProcessGoneError as err:
+                # The ancestor exited during the walk: its child was
+                # reparented, so the chain read so far is no longer true.
+                raise AttestationError(
+                    ErrorCode.PROCESS_CHANGED,
+                    f"ancestor {pid} of the caller exited while it was being "
+                    "attested; request the token again",
+                ) from err
             pid, child_start = stat.ppid, stat.start_time
         return tuple(chain)
 

@@ -340,6 +340,8 @@ def test_config_defaults(tmp_path: Path) -> None:
 def write_fake_process(
     root: Path, pid: int, *, ppid: int, start: int, uids: str = "1001\t1001\t1001\t1001"
 ) -> None:
+    if ppid == 1 and not (root / "1").exists():
+        write_fake_process(root, 1, ppid=0, start=1)  # the chain ends at init
     entry = root / str(pid)
     entry.mkdir(parents=True)
     (entry / "stat").write_text(
@@ -381,10 +383,10 @@ def test_fake_procfs_reads_identity(tmp_path: Path) -> None:
     assert info.groups == (1001, 27)
     assert info.exe == "/usr/bin/sleep"
     assert info.cwd == "/tmp"
-    assert [ancestor.pid for ancestor in info.parents] == [400]
+    assert [ancestor.pid for ancestor in info.parents] == [400, 1]
 
 
-def test_fake_procfs_stops_at_reused_parent_pid(tmp_path: Path) -> None:
+def test_fake_procfs_rejects_reused_parent_pid(tmp_path: Path) -> None:
     write_fake_process(tmp_path, 500, ppid=400, start=1000)
     # pid 400 now names a process that started after its "child": pid reuse.
     write_fake_process(tmp_path, 400, ppid=1, start=2000)
@@ -394,11 +396,45 @@ def test_fake_procfs_stops_at_reused_parent_pid(tmp_path: Path) -> None:
     peer = fake_peer(500, 1000)
 
     try:
-        info = inspector.inspect(peer)
+        with pytest.raises(AttestationError, match="ancestor 400") as caught:
+            inspector.inspect(peer)
     finally:
         peer.close()
 
-    assert info.parents == ()
+    assert caught.value.code == "process_changed"
+
+
+def test_fake_procfs_rejects_vanished_ancestor(tmp_path: Path) -> None:
+    write_fake_process(tmp_path, 500, ppid=400, start=1000)
+    write_fake_process(tmp_path, 400, ppid=300, start=900)  # 300 has exited
+    inspector = Inspector(
+        hashes=HashCache(max_bytes=1 << 30), procfs=ProcFS(str(tmp_path))
+    )
+    peer = fake_peer(500, 1000)
+
+    try:
+        with pytest.raises(AttestationError, match="ancestor 300") as caught:
+            inspector.inspect(peer)
+    finally:
+        peer.close()
+
+    assert caught.value.code == "process_changed"
+
+
+def test_fake_procfs_rejects_too_deep_chain(tmp_path: Path) -> None:
+    write_fake_process(tmp_path, 500, ppid=400, start=1000)
+    write_fake_process(tmp_path, 400, ppid=300, start=900)
+    write_fake_process(tmp_path, 300, ppid=1, start=800)
+    inspector = Inspector(
+        hashes=HashCache(max_bytes=1 << 30), procfs=ProcFS(str(tmp_path)), max_depth=1
+    )
+    peer = fake_peer(500, 1000)
+
+    try:
+        with pytest.raises(AttestationError, match="more than 1 ancestors"):
+            inspector.inspect(peer)
+    finally:
+        peer.close()
 
 
 def test_fake_procfs_rejects_mixed_uids(tmp_path: Path) -> None:
