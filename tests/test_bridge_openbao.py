@@ -220,7 +220,7 @@ def test_kill_9_then_next_request_restarts(bao: OpenBao) -> None:
     wait_for(lambda: all(p.pid != pid for p in bao.plugin_processes()), 5)
 
     # Vault notices the dead plugin on the first call after the kill and
-    # starts a new process; a retry covers a call that races the restart.
+    # starts a new process. The retry covers a call that races the restart.
     new_pid = _read_pid_with_retry(bao, "e1")
     assert new_pid != pid
     assert bao.request("GET", "e1/kv/alpha")["data"]["colour"] == "green"

@@ -1,6 +1,6 @@
 """The TLS relay with a P-521 peer certificate, as Vault's go-plugin makes.
 
-grpcio cannot do this handshake, which is why the relay exists; these tests
+grpcio cannot do this handshake, which is why the relay exists. These tests
 drive it with Python ssl peers and plain echo servers on unix sockets.
 """
 

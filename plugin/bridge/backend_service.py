@@ -1,9 +1,9 @@
 """The `pb.Backend` service: Vault's calls into the backends, one per mount.
 
-With multiplexing, one plugin process serves every mount of the plugin, and
-each call names its mount in the gRPC metadata key `multiplex_id`; each
-mount gets its own backend instance, broker channel, storage and system
-view. A call without the key (Vault opted out of multiplexing) uses the
+With multiplexing, one plugin process serves every mount of the plugin,
+and each call names its mount in the gRPC metadata key `multiplex_id`.
+Each mount gets its own backend instance, broker channel, storage and
+system view. A call without the key (Vault opted out of multiplexing) uses the
 single instance, as Vault's Go SDK does.
 """
 

@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "plugin.GRPCBroker"
 DIAL_TIMEOUT = 5.0
-# go-plugin drops an announcement nobody dialled within 5 s; a little longer
-# here costs nothing and forgives a slow Setup.
+# go-plugin drops an announcement that no dial took within 5 s. Keeping it
+# longer costs nothing and tolerates a slow Setup.
 _ANNOUNCEMENT_TTL = 60.0
 
 

@@ -39,7 +39,7 @@ ERR_UNSUPPORTED_PATH = 6
 ERR_INVALID_REQUEST = 7
 ERR_PERMISSION_DENIED = 8
 
-# Vault answers 400 for ErrInvalidRequest, 403 for ErrPermissionDenied, 404
+# Vault returns HTTP 400 for ErrInvalidRequest, 403 for ErrPermissionDenied, 404
 # for ErrUnsupportedPath, 405 for ErrUnsupportedOperation and 500 otherwise.
 _ERR_TYPES = {
     ErrorKind.BAD_REQUEST: ERR_INVALID_REQUEST,
@@ -137,7 +137,7 @@ def response_to_proto(response: Response) -> backend_pb2.Response:
 def error_to_proto(
     kind: ErrorKind, message: str
 ) -> tuple[backend_pb2.Response | None, backend_pb2.ProtoError]:
-    """Return the response and error that make Vault answer for `kind`."""
+    """Return the response and error that make Vault return the status of `kind`."""
     error = backend_pb2.ProtoError(err_type=_ERR_TYPES[kind], err_msg=message)
     if kind in _MESSAGE_IN_RESPONSE:
         return backend_pb2.Response(data=_json_dumps({"error": message})), error

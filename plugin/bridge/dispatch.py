@@ -1,9 +1,9 @@
 """Run one mount's requests through its backend and encode the outcome.
 
-A `LogicalError` from the backend becomes the Vault error of its kind; any
+A `LogicalError` from the backend becomes the Vault error of its kind. Any
 other exception is logged with its stack and reaches the caller only as a
-500 naming the request id, because its text may hold details (host names,
-SQL) that the caller should not see.
+500 naming the request id, because its text may contain details (host
+names, SQL) that the caller should not see.
 """
 
 from __future__ import annotations
@@ -67,15 +67,7 @@ class Dispatcher:
                 f"{message.id}); the Vault server log has the details",
             )
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "request handled",
-                extra={
-                    "operation": message.operation,
-                    "path": message.path,
-                    "error": reply.err.err_msg if reply.HasField("err") else "",
-                    "seconds": round(time.perf_counter() - started, 6),
-                },
-            )
+            _log_request(message, reply, time.perf_counter() - started)
         return reply
 
     def existence_check(
@@ -97,6 +89,20 @@ class Dispatcher:
         return backend_pb2.HandleExistenceCheckReply(
             check_found=bool(found), exists=bool(exists)
         )
+
+
+def _log_request(
+    message: backend_pb2.Request, reply: backend_pb2.HandleRequestReply, seconds: float
+) -> None:
+    logger.debug(
+        "request handled",
+        extra={
+            "operation": message.operation,
+            "path": message.path,
+            "error": reply.err.err_msg if reply.HasField("err") else "",
+            "seconds": round(seconds, 6),
+        },
+    )
 
 
 def _error_reply(kind: ErrorKind, message: str) -> backend_pb2.HandleRequestReply:

@@ -3,7 +3,7 @@
 Each Endpoint owns a socket and the bytes still to be written to it; its
 peer is the other side of the same relay. Reads from one side append to the
 peer's buffer, which is flushed at once and, if the socket is full, when it
-becomes writable. Reading pauses while the peer holds more than
+becomes writable. Reading pauses while the peer has more than
 `_HIGH_WATER` unsent bytes, so a slow side cannot grow memory without bound.
 """
 

@@ -1,12 +1,12 @@
 """Log to stderr as hclog JSON lines, the format Vault re-logs from plugins.
 
 go-plugin parses each stderr line of a plugin as JSON and re-logs it through
-Vault's own logger: `@level` picks the level, `@message` the message,
-`@timestamp` must match Go's layout `2006-01-02T15:04:05.000000Z07:00`
-(exactly six fractional digits), and every other key becomes a key/value
-pair. A line that does not parse is logged verbatim at debug level.
+Vault's own logger. `@level` picks the level and `@message` the message.
+`@timestamp` must match Go's layout `2006-01-02T15:04:05.000000Z07:00`, with
+exactly six fractional digits. Every other key becomes a key/value pair. A
+line that does not parse is logged verbatim at debug level.
 
-OpenBao 2.7.2 passes no log level to the plugin; the plugin inherits Vault's
+OpenBao 2.7.2 passes no log level to the plugin. The plugin inherits Vault's
 environment, so `BAO_LOG_LEVEL` or `VAULT_LOG_LEVEL` reach it when Vault was
 started with them. `AGENT_BRIDGE_LOG_LEVEL` overrides both.
 """

@@ -32,7 +32,7 @@ _WORK_DIR_PATTERN = re.compile(re.escape(WORK_DIR_PREFIX) + r"(\d+)-")
 
 
 def make_work_dir(base: str | None) -> Path:
-    """Create the 0700 folder that holds every socket of this process.
+    """Create the 0700 folder that contains every socket of this process.
 
     Its name carries the process id, so a later start can remove the folder
     of a plugin that was killed with SIGKILL and could not clean up.

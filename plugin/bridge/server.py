@@ -2,7 +2,7 @@
 
 Order matters: the magic cookie is checked before anything else runs, the
 gRPC server and the TLS relay are listening before the handshake line
-tells Vault where to connect, and every socket lives in one private folder
+gives Vault the address, and every socket lives in one private folder
 that is removed on every exit path the process controls.
 """
 
@@ -44,7 +44,7 @@ class _Running:
 
 
 def serve(factory: Callable[[], Backend]) -> NoReturn:
-    """Serve backends made by `factory` to Vault until told to stop, then exit."""
+    """Serve backends made by `factory` to Vault until a stop request, then exit."""
     handshake.prepare_process()
     hclog.configure()
     try:
@@ -77,20 +77,8 @@ def _start(
     factory: Callable[[], Backend], work_dir: Path, life: lifecycle.Lifecycle
 ) -> _Running:
     advertised = str(work_dir / "plugin.sock")
-    peer_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
-    proxy: TlsProxy | None = None
-    cert_b64 = ""
-    grpc_path = advertised
-    if peer_cert:
-        identity = tls.generate_identity()
-        proxy = TlsProxy(
-            tls.server_context(identity, peer_cert, work_dir),
-            tls.client_context(identity, peer_cert, work_dir),
-        )
-        cert_b64 = identity.cert_b64()
-        grpc_path = str(work_dir / "grpc.sock")
-    else:
-        logger.warning("PLUGIN_CLIENT_CERT is not set; serving without TLS")
+    proxy, cert_b64 = _tls_relay(work_dir)
+    grpc_path = advertised if proxy is None else str(work_dir / "grpc.sock")
 
     broker = Broker(work_dir, proxy)
     backends = BackendService(factory, broker, plugin_version())
@@ -111,6 +99,20 @@ def _start(
     housekeeping.capture_stdout()
     logger.debug("plugin serving", extra={"address": advertised, "pid": os.getpid()})
     return _Running(server, proxy, backends, housekeeping)
+
+
+def _tls_relay(work_dir: Path) -> tuple[TlsProxy | None, str]:
+    """Return the TLS relay and the certificate for the handshake line."""
+    peer_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
+    if not peer_cert:
+        logger.warning("PLUGIN_CLIENT_CERT is not set; serving without TLS")
+        return None, ""
+    identity = tls.generate_identity()
+    proxy = TlsProxy(
+        tls.server_context(identity, peer_cert, work_dir),
+        tls.client_context(identity, peer_cert, work_dir),
+    )
+    return proxy, identity.cert_b64()
 
 
 def _stop(running: _Running) -> None:

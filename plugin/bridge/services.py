@@ -1,8 +1,8 @@
 """The go-plugin housekeeping services every plugin process serves.
 
 - `grpc.health.v1.Health`: go-plugin checks service "plugin" before use.
-- `plugin.GRPCController/Shutdown`: Vault asks the plugin to exit; without
-  it Vault waits 2 s and kills the process.
+- `plugin.GRPCController/Shutdown`: Vault's request to exit. Without it,
+  Vault waits 2 s and kills the process.
 - `plugin.GRPCStdio/StreamStdio`: what the plugin writes to stdout after the
   handshake, streamed to Vault, which logs it.
 """
@@ -97,14 +97,17 @@ class HousekeepingServices:
                 try:
                     self._stdout.put_nowait(chunk)
                 except queue.Full:
-                    # Vault is not reading the stream; drop rather than let
-                    # a print() block a request thread on a full pipe.
-                    self._dropped += 1
-                    if self._dropped in (1, 100, 10_000):
-                        logger.warning(
-                            "dropping stdout output: nobody reads the stdio stream",
-                            extra={"dropped_chunks": self._dropped},
-                        )
+                    # Vault is not reading the stream. Dropping output is
+                    # better than a print() blocking a request thread.
+                    self._count_dropped()
+
+    def _count_dropped(self) -> None:
+        self._dropped += 1
+        if self._dropped in (1, 100, 10_000):
+            logger.warning(
+                "dropping stdout output: Vault is not reading the stdio stream",
+                extra={"dropped_chunks": self._dropped},
+            )
 
     def _stream_stdio(
         self, request: empty_pb2.Empty, context: grpc.ServicerContext

@@ -1,8 +1,8 @@
 """The mount's storage, reached through Vault's `pb.Storage` broker service.
 
 Implements `plugin.logical.Storage`. Vault reports storage failures in the
-reply's `err` string and transport failures as gRPC errors; both become
-`StorageError`, which the bridge turns into a 500 unless the backend
+reply's `err` string, and transport failures arrive as gRPC errors. Both
+raise `StorageError`, which the bridge turns into a 500 unless the backend
 handles it.
 """
 

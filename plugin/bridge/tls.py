@@ -1,6 +1,6 @@
 """Mutual TLS between Vault and the plugin (go-plugin "AutoMTLS").
 
-Vault passes its client certificate in `PLUGIN_CLIENT_CERT`; the plugin
+Vault passes its client certificate in `PLUGIN_CLIENT_CERT`. The plugin
 generates its own certificate at start and sends its DER form, base64
 without padding, in the handshake line. Each side trusts exactly the other's
 self-signed certificate. Vault's certificate is ECDSA P-521, which the TLS
@@ -53,20 +53,7 @@ def generate_identity() -> Identity:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)])
     now = datetime.datetime.now(datetime.UTC)
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=True,
-        data_encipherment=False,
-        key_agreement=True,
-        key_cert_sign=True,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    extended_usage = x509.ExtendedKeyUsage(
-        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
-    )
+    usage, extended_usage = _usages()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -87,6 +74,25 @@ def generate_identity() -> Identity:
         serialization.NoEncryption(),
     )
     return Identity(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+def _usages() -> tuple[x509.KeyUsage, x509.ExtendedKeyUsage]:
+    # The key usages of go-plugin's certificates, so Go's checks pass alike.
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=True,
+        data_encipherment=False,
+        key_agreement=True,
+        key_cert_sign=True,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    extended_usage = x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    )
+    return usage, extended_usage
 
 
 def _load_identity(context: ssl.SSLContext, identity: Identity, work_dir: Path) -> None:

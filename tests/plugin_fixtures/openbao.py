@@ -156,6 +156,7 @@ def start_openbao(folder: Path, log_level: str = "debug") -> OpenBao:
     for sub in ("home", "plugins"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix="bao-tmp-"))
+
     port = free_port()
     token = secrets.token_hex(16)
     env = {
@@ -184,15 +185,20 @@ def start_openbao(folder: Path, log_level: str = "debug") -> OpenBao:
             start_new_session=True,
         )
     server = OpenBao(folder, f"http://127.0.0.1:{port}", token, process, tmp_dir)
+    _wait_until_serving(server)
+    return server
+
+
+def _wait_until_serving(server: OpenBao) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if server.process.poll() is not None:
             raise RuntimeError(
                 f"bao exited early: {server.log_path.read_text()[-2000:]}"
             )
         try:
             server.request("GET", "sys/health")
-            return server
+            return
         except (OSError, VaultError):
             time.sleep(0.1)
     server.stop()
