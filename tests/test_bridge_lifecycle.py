@@ -15,6 +15,7 @@ import pytest
 from tests.plugin_fixtures.openbao import (
     OpenBao,
     VaultError,
+    file_sha256,
     install_echo_plugin,
     start_openbao,
     wait_for,
@@ -80,6 +81,39 @@ def test_wrong_sha256_is_rejected(bao: OpenBao) -> None:
 
     assert "checksums did not match" in " ".join(failure.value.errors)
     assert bao.plugin_processes() == []
+
+
+def test_version_mismatch_is_rejected(bao: OpenBao) -> None:
+    with pytest.raises(VaultError) as failure:
+        bao.request(
+            "PUT",
+            "sys/plugins/catalog/secret/echo",
+            {
+                "sha256": file_sha256(bao.plugin_dir / "echo"),
+                "command": "echo",
+                "version": "v9.9.9",
+            },
+        )
+
+    assert "did not match requested version" in " ".join(failure.value.errors)
+
+
+def test_version_from_environment(bao: OpenBao) -> None:
+    sha256 = file_sha256(bao.plugin_dir / "echo")
+    bao.request(
+        "PUT",
+        "sys/plugins/catalog/secret/echo",
+        {
+            "sha256": sha256,
+            "command": "echo",
+            "version": "v2.3.4",
+            "env": ["AGENT_BRIDGE_PLUGIN_VERSION=v2.3.4"],
+        },
+    )
+    bao.request("POST", "sys/mounts/v", {"type": "echo", "plugin_version": "v2.3.4"})
+
+    mount = bao.request("GET", "sys/mounts/v")["data"]
+    assert mount["running_plugin_version"] == "v2.3.4"
 
 
 def test_stale_work_dir_is_removed_on_start(bao: OpenBao) -> None:

@@ -151,12 +151,15 @@ def test_noisy_import_reaches_vault_log(bao: OpenBao) -> None:
     assert found
 
 
-def test_plugin_logs_are_hclog_json(bao: OpenBao) -> None:
-    # A plugin log line that Vault parsed shows its key/value pairs,
-    # @module among them; an unparsed line would show the raw JSON.
+def test_plugin_logs_at_vaults_level(bao: OpenBao) -> None:
+    # The server runs with BAO_LOG_LEVEL=debug, which the plugin inherits, so
+    # its per-request debug line must reach Vault's log. Vault parsed the
+    # line if it shows key/value pairs such as @module instead of raw JSON.
+    bao.request("GET", "e1/info")
     text = bao.log_path.read_text()
 
-    assert "@module=plugin.bridge" in text
+    assert "request handled: " in text
+    assert "@module=plugin.bridge.dispatch" in text
     assert '"@level"' not in text
 
 
