@@ -100,6 +100,8 @@ class BackendService:
             "setting up backend",
             extra={"multiplex_id": instance_id, "broker_id": args.broker_id},
         )
+        # Go's SDK reports a failed Setup in SetupReply.err, so the operator
+        # sees the message without gRPC's "rpc error: code = ..." prefix.
         try:
             connection = self._broker.dial(args.broker_id)
         except BrokerError as err:
@@ -116,6 +118,8 @@ class BackendService:
         with self._lock:
             previous = self._instances.pop(instance_id, None)
             self._instances[instance_id] = instance
+        # A second Setup for one mount (a reload) replaces the instance; the
+        # old one still holds a broker channel and backend resources.
         if previous is not None:
             self._release(previous)
         return backend_pb2.SetupReply()
@@ -205,6 +209,7 @@ class BackendService:
 
     def _instance(self, context: grpc.ServicerContext) -> Instance:
         instance_id = _instance_id(context)
+        # A dict read is atomic under the GIL; the lock only orders writers.
         instance = self._instances.get(instance_id)
         if instance is None:
             _abort_unknown(context, instance_id)

@@ -51,6 +51,8 @@ class Dispatcher:
             if response is not None:
                 reply.response.CopyFrom(convert.response_to_proto(response))
         except LogicalError as err:
+            # An expected outcome (a user error, a missing path): the caller
+            # gets the message, and Vault logs the request as it sees fit.
             reply = _error_reply(err.kind, str(err))
         except Exception:
             logger.exception(

@@ -90,6 +90,9 @@ class Endpoint:
             self.close()
             return
         else:
+            # Bytes from the plaintext side waited in self.out during the
+            # handshake (grpcio sends its HTTP/2 settings at once), and the
+            # peer's reading was not yet relayed anywhere.
             self.handshaking = False
             self._want_write = False
             self.flush()
@@ -118,6 +121,8 @@ class Endpoint:
                 self.close()
                 return
             peer.out += data
+            # A short read emptied the socket, but OpenSSL may still hold
+            # decrypted bytes of a record that arrived whole.
             if len(data) < _CHUNK and not self._has_pending():
                 break
         peer.flush()

@@ -121,6 +121,8 @@ class Lifecycle:
 
     def wait(self) -> str:
         """Block until a stop is requested or the parent process is gone."""
+        # An orphan is re-parented (to init or a subreaper), so a changed
+        # parent id means Vault exited, however it died.
         while not self._stop.wait(PARENT_POLL_SECONDS):
             if os.getppid() != self._parent_pid:
                 self.request_stop(f"parent process {self._parent_pid} (Vault) exited")

@@ -73,6 +73,8 @@ class HousekeepingServices:
         yield health_pb2.HealthCheckResponse(
             status=_SERVING if known else _SERVICE_UNKNOWN
         )
+        # The status never changes while the process serves; the loop only
+        # keeps the stream open until the caller leaves or the plugin stops.
         while context.is_active() and not self.stopping.wait(_POLL_SECONDS):
             pass
 

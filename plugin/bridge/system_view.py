@@ -38,6 +38,8 @@ class GrpcSystemView:
         self._channel = channel
 
     def _call(self, method: str, request: Message, reply_type: type[_Reply]) -> _Reply:
+        # Backends call the system view rarely, so a stub per call is cheap
+        # enough and keeps one code path for all methods.
         call = UnaryCall[Message, _Reply](self._channel, _SERVICE + method, reply_type)
         try:
             return call(request, timeout=CALL_TIMEOUT)

@@ -201,6 +201,8 @@ class TlsProxy:
 
 
 def _dial_unix(path: str) -> socket.socket:
+    # A unix connect to a listening socket completes at once unless its
+    # backlog is full, so a blocking connect on the loop thread is brief.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(_DIAL_TIMEOUT)
