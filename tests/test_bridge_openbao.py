@@ -57,6 +57,16 @@ def test_kv_roundtrip_through_plugin(bao: OpenBao) -> None:
     assert missing.value.status == 404
 
 
+def test_large_value_crosses_both_relays(bao: OpenBao) -> None:
+    # 6 MiB is above gRPC's default 4 MiB message limit, in the request to
+    # the plugin, in the storage put and get through the broker, and back.
+    big = "x" * (6 * 1024 * 1024)
+    bao.request("POST", "e1/kv/big", {"blob": big})
+
+    assert bao.request("GET", "e1/kv/big")["data"]["blob"] == big
+    bao.request("DELETE", "e1/kv/big")
+
+
 def test_system_view_and_request_fields(bao: OpenBao) -> None:
     info = bao.request("GET", "e1/info")["data"]
 

@@ -7,16 +7,19 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from plugin.bridge import convert, handshake, hclog
+from plugin.bridge import convert, handshake, hclog, lifecycle
 from plugin.bridge.broker import Broker, BrokerError
 from plugin.bridge.pb import backend_pb2, go_plugin_pb2
 from plugin.logical import ErrorKind, LeaseOptions, Operation, Response, Secret
@@ -271,3 +274,55 @@ def test_broker_rejects_tcp(tmp_path: Path) -> None:
 
     with pytest.raises(BrokerError, match="only dials unix sockets"):
         broker.dial(4, timeout=1)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # pytest's tmp_path is too long a base for unix socket paths.
+    path = Path(tempfile.mkdtemp(prefix="wd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_work_dir_is_private(short_dir: Path) -> None:
+    base = short_dir
+
+    work_dir = lifecycle.make_work_dir(str(base))
+
+    assert work_dir.parent == base
+    assert work_dir.name.startswith(f"agent-bridge-plugin-{os.getpid()}-")
+    assert (work_dir.stat().st_mode & 0o777) == 0o700
+    lifecycle.remove_work_dir(work_dir)
+    assert not work_dir.exists()
+
+
+def test_long_work_dir_base_falls_back(tmp_path: Path) -> None:
+    base = tmp_path / ("long-" * 20)
+    base.mkdir()
+
+    work_dir = lifecycle.make_work_dir(str(base))
+
+    assert work_dir.parent == Path("/tmp")
+    lifecycle.remove_work_dir(work_dir)
+
+
+def test_stale_work_dirs_removed(short_dir: Path) -> None:
+    dead_pid = _exited_pid()
+    stale = short_dir / f"agent-bridge-plugin-{dead_pid}-abcdefgh"
+    live = short_dir / f"agent-bridge-plugin-{os.getppid()}-abcdefgh"
+    unrelated = short_dir / "agent-bridge-plugin-notapid"
+    for folder in (stale, live, unrelated):
+        folder.mkdir()
+
+    work_dir = lifecycle.make_work_dir(str(short_dir))
+
+    assert not stale.exists()
+    assert live.exists()
+    assert unrelated.exists()
+    lifecycle.remove_work_dir(work_dir)
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
