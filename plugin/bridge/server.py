@@ -81,7 +81,8 @@ def _start(
     grpc_path = advertised if proxy is None else str(work_dir / "grpc.sock")
 
     broker = Broker(work_dir, proxy)
-    backends = BackendService(factory, broker, plugin_version())
+    version = plugin_version()
+    backends = BackendService(factory, broker, version)
     housekeeping = HousekeepingServices(life.request_stop)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
@@ -97,7 +98,10 @@ def _start(
 
     handshake.write_handshake(handshake.handshake_line(advertised, cert_b64))
     housekeeping.capture_stdout()
-    logger.debug("plugin serving", extra={"address": advertised, "pid": os.getpid()})
+    logger.info(
+        "plugin started",
+        extra={"address": advertised, "pid": os.getpid(), "version": version},
+    )
     return _Running(server, proxy, backends, housekeeping)
 
 
