@@ -32,6 +32,10 @@ ensure_system_packages() {
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# pip warns once per package about find-links folders a machine's pip.conf
+# names but does not have; those lines say nothing about this project.
+quiet_pip() { grep -v "^WARNING: Location '.*' is ignored" || true; }
+
 ensure_venv() {
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
         die "Python 3.11 or newer is required as python3 (found $(python3 --version 2>&1))"
@@ -40,8 +44,8 @@ ensure_venv() {
     stamp="$VENV/.agent-bridge-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
     if [ ! -e "$stamp" ]; then
         echo "installing agent-bridge and its dependencies into $VENV" >&2
-        "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-        "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
+        "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet_pip >&2
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" 2>&1 | quiet_pip >&2
         rm -f "$VENV"/.agent-bridge-*
         touch "$stamp"
     fi
