@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from devstack.tfapply_auth import JwtAuthBackend, JwtAuthBackendRole
+from devstack.tfapply_aws import AwsSecretBackendRole
 from devstack.tfapply_database import DatabaseConnection, DatabaseRole
 from devstack.tfapply_schema import ResourceType
 from devstack.tfapply_sys import (
@@ -27,5 +28,6 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         JwtAuthBackendRole(),
         DatabaseConnection(),
         DatabaseRole(),
+        AwsSecretBackendRole(),
     )
 }
