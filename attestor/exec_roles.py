@@ -78,17 +78,12 @@ def resolve_roles(vault: VaultClient, mount: str, specs: list[RoleSpec]) -> list
 def creds_params(role: Role, ttl: int | None) -> dict[str, str] | None:
     """Return the query parameters of a creds read that requests `ttl` seconds.
 
-    Vault's AWS engine takes `ttl` on `aws/creds/<name>`; its database engine,
-    and this plugin's `database/creds/<name>`, take none, so a shorter lease
-    cannot be requested there and the call fails before anything is minted.
+    Both creds paths of the mount take `ttl`: `aws/creds/<name>` as Vault's
+    AWS engine does, and `database/creds/<name>` as an extension of Vault's
+    database API. The plugin caps a value above the role's max TTL.
     """
     if ttl is None:
         return None
-    if role.kind == "database":
-        raise UsageError(
-            f"--ttl cannot shorten the lease of {role}: database creds reads take "
-            "no ttl; drop --ttl, or set a shorter default_ttl on the role"
-        )
     return {"ttl": str(ttl)}
 
 

@@ -33,7 +33,7 @@ from plugin.framework import (
     put_wal,
 )
 from plugin.identity import Caller, check_allowed, identify_caller
-from plugin.logical import LogicalError, Operation, Request, Response
+from plugin.logical import LogicalError, Operation, Request, Response, SystemView
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +52,34 @@ class Mint:
     max_ttl: int
 
 
+CREDS_FIELDS = {
+    "name": Field(FieldType.STRING, "Name of the role; no default."),
+    # Vault's database engine has no such field; Vault's AWS engine has one
+    # on aws/creds, so agent-exec --ttl works the same for both engines.
+    "ttl": Field(
+        FieldType.DURATION,
+        "Requested lease TTL (extension); a value above the role's max_ttl or "
+        "the mount's max lease TTL is capped to it, not rejected; default 0, "
+        "meaning the role's default_ttl, else the mount's default lease TTL.",
+    ),
+}
+
+
 def creds_paths(backend: DatabaseBackend, secret: SecretType) -> list[Path]:
     """Return the creds path; `secret` is the type its leases get."""
     handler = _CredsHandler(backend, secret)
     return [
         Path(
             pattern="database/creds/" + name_group("name"),
-            fields={"name": Field(FieldType.STRING, "Name of the role; no default.")},
+            fields=CREDS_FIELDS,
             operations={Operation.READ: handler.read},
             help_synopsis="Create a PostgreSQL user for the calling agent.",
             help_description=(
                 "Checks that the caller's agent name matches the role's "
                 "allowed_agents, creates a user with the role's creation "
                 "statements and leases it. The response contains username, "
-                "password, host, port and database."
+                "password, host, port and database. The optional ttl (an "
+                "extension of Vault's API) requests a shorter lease."
             ),
         )
     ]
@@ -88,9 +102,7 @@ class _CredsHandler:
                 f"role {role_name!r} is not in allowed_roles of config "
                 f"{role.db_name!r}: add it there"
             )
-        ttl, max_ttl = effective_ttls(
-            self.backend.system, role.default_ttl, role.max_ttl
-        )
+        ttl, max_ttl = lease_ttls(self.backend.system, role, data.get("ttl"))
         inputs = NameInputs(caller.agent, role_name, request.display_name)
         mint = Mint(
             role_name=role_name,
@@ -188,6 +200,18 @@ class _CredsHandler:
             return
         forget_live(request.storage, mint.db_name, mint.username)
         delete_wal(request.storage, wal_id)
+
+
+def lease_ttls(system: SystemView, role: RoleEntry, requested: int) -> tuple[int, int]:
+    """Return the (ttl, max_ttl) of a new lease of `role`.
+
+    A non-zero `requested` TTL replaces the role's default, and is capped by
+    the role's max_ttl and the mount's max lease TTL like the default is.
+    """
+    ttl, max_ttl = effective_ttls(system, role.default_ttl, role.max_ttl)
+    if requested:
+        ttl = min(requested, max_ttl) if max_ttl else requested
+    return ttl, max_ttl
 
 
 def _record_live(request: Request, mint: Mint, issued: float) -> None:
