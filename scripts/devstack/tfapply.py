@@ -8,7 +8,9 @@ It implements exactly the resource types, meta-arguments and expressions the
 module uses, and rejects anything else by file, line, resource and argument.
 
 Differences from Terraform: there is no refresh or diff, so every apply
-writes every resource (the writes are idempotent). The state file is
+writes every resource (the writes are idempotent), except a generic
+endpoint with `disable_read` whose arguments equal those the state file
+recorded: Terraform does not refresh those either. The state file is
 optional and stores digests instead of sensitive values. `targets` selects
 resource blocks like `-target`.
 """
@@ -149,6 +151,18 @@ def _client(vault_addr: str | None, token: str | None) -> VaultClient:
 def _apply_instance(
     client: VaultClient, planner: Planner, state: State, instance: Instance
 ) -> None:
+    # A resource with replace_triggered_by is always written, because its
+    # trigger may have been replaced while its own arguments stayed the same.
+    skippable = instance.resource.lifecycle is None
+    if skippable and instance.type.skips_unchanged(instance.attrs):
+        record = state.unchanged(instance)
+        if record is not None:
+            planner.record_applied(instance, record.computed)
+            log.info(
+                "skipped %s: arguments unchanged since the recorded apply",
+                instance.address,
+            )
+            return
     changed = state.sensitive_changed(instance)
     try:
         computed = instance.type.apply(client, instance.attrs, changed)

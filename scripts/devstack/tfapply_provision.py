@@ -3,7 +3,8 @@
 Only what vault-config/ needs is accepted: `local-exec` provisioners with
 `when = destroy`, and `lifecycle { replace_triggered_by = [...] }`. The
 lifecycle setting needs no action, because the applier rewrites every
-resource on every apply, which is what a replacement would write too.
+resource that has one on every apply, which is what a replacement would
+write too.
 """
 
 from __future__ import annotations

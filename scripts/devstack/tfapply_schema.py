@@ -87,6 +87,16 @@ class ResourceType(ABC):
     @abstractmethod
     def delete(self, client: VaultClient, attrs: Attrs) -> None: ...
 
+    def skips_unchanged(self, attrs: Attrs) -> bool:
+        """Return whether an apply skips the object when its arguments are unchanged.
+
+        Terraform writes what differs from the state it refreshed from
+        Vault. The applier cannot refresh, so it writes every object, except
+        those that Terraform does not refresh either, and only when their
+        arguments equal those of the recorded apply.
+        """
+        return False
+
     def sensitive_arguments(self) -> list[str]:
         names = [name for name, arg in self.arguments.items() if arg.sensitive]
         for block_name, block in self.blocks.items():

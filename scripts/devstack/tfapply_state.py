@@ -80,7 +80,24 @@ class State:
             return frozenset(current)
         return frozenset(k for k, v in current.items() if record.digests.get(k) != v)
 
+    def unchanged(self, instance: Instance) -> Record | None:
+        """Return the recorded apply of `instance` if it had the same arguments."""
+        record = self.records.get(instance.address)
+        if record is None or record.type != instance.type.name:
+            return None
+        current = self._new_record(instance)
+        parts = ("values", "blocks", "digests")
+        same = all(
+            _canonical(getattr(record, part)) == _canonical(getattr(current, part))
+            for part in parts
+        )
+        return record if same else None
+
     def record(self, instance: Instance) -> None:
+        self.records.pop(instance.address, None)
+        self.records[instance.address] = self._new_record(instance)
+
+    def _new_record(self, instance: Instance) -> Record:
         secret = set(instance.type.sensitive_arguments())
         values = {k: v for k, v in instance.attrs.values.items() if k not in secret}
         blocks = {
@@ -90,8 +107,7 @@ class State:
             ]
             for name, found in instance.attrs.blocks.items()
         }
-        self.records.pop(instance.address, None)
-        self.records[instance.address] = Record(
+        return Record(
             address=instance.address,
             resource=instance.resource.address,
             type=instance.type.name,
@@ -137,3 +153,8 @@ class State:
                 digest = hashlib.sha256(f"{self.salt}:{text}".encode())
                 digests[name] = digest.hexdigest()
         return digests
+
+
+def _canonical(value: Any) -> str:
+    """Return `value` as JSON text that compares equal after a state round trip."""
+    return json.dumps(value, sort_keys=True)

@@ -252,6 +252,12 @@ class GenericEndpoint(ResourceType):
     def validate(self, attrs: Attrs) -> None:
         _data(attrs)
 
+    def skips_unchanged(self, attrs: Attrs) -> bool:
+        # With disable_read the provider never reads the path back, so it
+        # writes only when the configuration changed. That keeps a value
+        # Vault changed since (a rotated key) from being overwritten.
+        return bool(attrs.get("disable_read"))
+
     def apply(
         self, client: VaultClient, attrs: Attrs, sensitive_changed: frozenset[str]
     ) -> dict[str, Any]:
