@@ -132,6 +132,7 @@ def test_plan_policy_grants_only_own_roles() -> None:
         "agent-creds/aws/creds/s3-read",
         "agent-creds/aws/sts/s3-read",
         "sys/leases/revoke/agent-creds/aws/creds/s3-read/*",
+        "sys/leases/revoke/agent-creds/aws/sts/s3-read/*",
     }
 
 

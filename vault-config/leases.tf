@@ -1,9 +1,9 @@
-# Deleting a connection or role first would leave its outstanding leases
-# unable to revoke their database users. Terraform destroys this resource
-# before everything it depends on, so its provisioner revokes every lease of
-# the mount (synchronously: each plugin revoke finishes) while the
-# connections and roles still exist. VAULT_ADDR and VAULT_TOKEN come from
-# Terraform's own environment.
+# Deleting a connection, role or AWS key first would leave outstanding
+# leases unable to revoke their database and IAM users. Terraform destroys
+# this resource before everything it depends on, so its provisioner revokes
+# every lease of the mount, database/ and aws/ alike (synchronously: each
+# plugin revoke finishes), while the connections, roles and keys still
+# exist. VAULT_ADDR and VAULT_TOKEN come from Terraform's own environment.
 resource "terraform_data" "revoke_leases_on_destroy" {
   input = {
     prefix    = "${vault_mount.agent_creds.path}/"
@@ -15,6 +15,10 @@ resource "terraform_data" "revoke_leases_on_destroy" {
     vault_database_secret_backend_role.role,
     vault_generic_endpoint.role_agents,
     vault_generic_endpoint.identity_config,
+    vault_generic_endpoint.aws_root_keys,
+    vault_generic_endpoint.aws_root,
+    vault_aws_secret_backend_role.role,
+    vault_generic_endpoint.aws_role_agents,
   ]
 
   provisioner "local-exec" {

@@ -26,6 +26,10 @@ resource "vault_policy" "agent" {
         for role in each.value.aws_roles :
         "sys/leases/revoke/${var.mount_path}/aws/creds/${role}/*" => { capabilities = ["update"] }
       },
+      {
+        for role in each.value.aws_roles :
+        "sys/leases/revoke/${var.mount_path}/aws/sts/${role}/*" => { capabilities = ["update"] }
+      },
     )
   })
 }

@@ -141,3 +141,47 @@ variable "audit_file_path" {
   type        = string
   default     = "/var/log/vault/agent-bridge-audit.log"
 }
+
+variable "aws" {
+  description = <<-EOT
+    AWS settings of the mount's aws/ engine; null (the default) writes no
+    AWS configuration and no AWS role, for hosts without AWS. access_key is
+    the IAM user the plugin acts as, with its secret in var.aws_secret_key;
+    empty, the plugin uses the default credential chain of the Vault host
+    (such as an instance role). region empty: the Vault host's AWS_REGION,
+    else us-east-1. iam_endpoint and sts_endpoint empty: AWS's own; set
+    both to one URL for an emulator such as moto. roles are AWS roles by
+    name, with the arguments of vault_aws_secret_backend_role (TTLs in
+    seconds); the agents allowed to use a role are those listing it in
+    var.agents' aws_roles.
+  EOT
+  type = object({
+    access_key   = optional(string, "")
+    region       = optional(string, "")
+    iam_endpoint = optional(string, "")
+    sts_endpoint = optional(string, "")
+    roles = optional(map(object({
+      credential_type          = string
+      policy_document          = optional(string)
+      policy_arns              = optional(list(string), [])
+      iam_groups               = optional(list(string), [])
+      iam_tags                 = optional(map(string), {})
+      user_path                = optional(string)
+      permissions_boundary_arn = optional(string)
+      role_arns                = optional(list(string), [])
+      session_tags             = optional(map(string), {})
+      external_id              = optional(string)
+      default_sts_ttl          = optional(number)
+      max_sts_ttl              = optional(number)
+      mfa_serial_number        = optional(string)
+    })), {})
+  })
+  default = null
+}
+
+variable "aws_secret_key" {
+  description = "Secret access key of var.aws.access_key; empty when the plugin uses the Vault host's default credential chain."
+  type        = string
+  sensitive   = true
+  default     = ""
+}
