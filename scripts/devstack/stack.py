@@ -2,7 +2,8 @@
 
 State lives in one folder (`.stack/` in the checkout for `scripts/dev-stack`,
 a temporary folder for the tests): logs, data, keys and `state.json`, which
-records PIDs, ports and the root token, readable by its owner only.
+records PIDs, ports, the root token and moto's admin key, readable by its
+owner only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import attestor, openbao, plugin, postgres, vaultconfig
+from devstack import attestor, moto, openbao, plugin, postgres, vaultconfig
 from devstack.procs import StackError, free_port, free_port_pair, is_alive, stop
 from devstack.vault import Vault
 
@@ -38,10 +39,20 @@ class StackState:
     attestor_socket: str
     jwks_url: str
     plugin_sha256: str
+    # The defaults let `down` read a state file written before moto joined
+    # the stack. A moto_pid of 0 means that no moto was started.
+    moto_pid: int = 0
+    aws_endpoint_url: str = ""
+    aws_admin_access_key: str = ""
+    aws_admin_secret_key: str = ""
 
     def env(self) -> dict[str, str]:
-        """Administrator environment: root token and superuser, not for agents."""
-        return {
+        """Administrator environment: root token and superuser, not for agents.
+
+        moto's admin key stays out: users need only the endpoint, and
+        agent-exec gives each command keys of its own.
+        """
+        env = {
             "VAULT_ADDR": self.vault_addr,
             "VAULT_TOKEN": self.root_token,
             "PGHOST": "127.0.0.1",
@@ -51,13 +62,20 @@ class StackState:
             "PGDATABASE": "demo",
             "AGENT_ATTESTOR_SOCKET": self.attestor_socket,
         }
+        if self.aws_endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.aws_endpoint_url
+        return env
 
     def pids(self) -> dict[str, int]:
-        return {
+        pids = {
             "agent-attestor": self.attestor_pid,
             "openbao": self.openbao_pid,
             "postgresql": self.pg_pid,
         }
+        # pid 0 is no process, and kill(0, ...) would signal our own group.
+        if self.moto_pid > 0:
+            pids["moto"] = self.moto_pid
+        return pids
 
 
 def state_file(state_dir: Path) -> Path:
@@ -74,7 +92,7 @@ def load(state_dir: Path) -> StackState | None:
 def up(state_dir: Path, *, build: bool = True) -> StackState:
     """Start every component unless a live stack is already recorded."""
     current = load(state_dir)
-    if current is not None and all(is_alive(p) for p in current.pids().values()):
+    if current is not None and _complete_and_alive(current):
         return current
     if current is not None:
         down(state_dir)
@@ -94,11 +112,18 @@ def up(state_dir: Path, *, build: bool = True) -> StackState:
         raise
 
 
+def _complete_and_alive(state: StackState) -> bool:
+    """Return whether every component, moto included, is recorded and running."""
+    return state.moto_pid > 0 and all(is_alive(p) for p in state.pids().values())
+
+
 def _start_all(state_dir: Path, built: Path, started: dict[str, int]) -> StackState:
     pg = postgres.start(state_dir, free_port())
     started["postgresql"] = pg.pid
     att = attestor.start(state_dir, free_port())
     started["agent-attestor"] = att.pid
+    aws = moto.start(state_dir, free_port())
+    started["moto"] = aws.pid
     bao = openbao.start(state_dir, free_port_pair())
     started["openbao"] = bao.pid
 
@@ -112,6 +137,7 @@ def _start_all(state_dir: Path, built: Path, started: dict[str, int]) -> StackSt
         pg_port=pg.port,
         pg_user=pg.superuser,
         pg_password=pg.password,
+        aws=aws,
     )
     vaultconfig.apply(bao.addr, bao.root_token, values, state_dir)
     state = StackState(
@@ -129,6 +155,10 @@ def _start_all(state_dir: Path, built: Path, started: dict[str, int]) -> StackSt
         attestor_socket=str(att.socket_path),
         jwks_url=att.jwks_url,
         plugin_sha256=sha256,
+        moto_pid=aws.pid,
+        aws_endpoint_url=aws.url,
+        aws_admin_access_key=aws.admin_access_key,
+        aws_admin_secret_key=aws.admin_secret_key,
     )
     _save(state_dir, state)
     return state
@@ -181,6 +211,7 @@ def status(state_dir: Path) -> dict[str, Any]:
         "processes": procs,
         "vault_addr": state.vault_addr,
         "attestor_socket": state.attestor_socket,
+        "aws_endpoint_url": state.aws_endpoint_url,
     }
 
 
