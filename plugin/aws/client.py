@@ -6,6 +6,7 @@ plugin that never serves an `aws/` path starts without it (about 140 ms).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,11 +128,29 @@ def _client(
         aws_access_key_id=keys.access_key if keys else None,
         aws_secret_access_key=keys.secret_key if keys else None,
         aws_session_token=(keys.session_token or None) if keys else None,
+        botocore_session=isolated_botocore_session() if keys else None,
     )
     return session.client(
         service,  # type: ignore[call-overload]
         endpoint_url=endpoint or None,
         config=settings,
+    )
+
+
+def isolated_botocore_session() -> Any:
+    """Return a botocore session that reads no profile or AWS config file.
+
+    With explicit keys, the host's AWS_PROFILE and ~/.aws files have nothing
+    to add, and a profile named there but missing would fail every client.
+    """
+    import botocore.session
+
+    return botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
     )
 
 

@@ -82,10 +82,21 @@ def iam_client(url: str, access_key: str, secret_key: str) -> IAMClient:
 
     # Keys, region and endpoint are explicit, so the host's AWS_* variables
     # and ~/.aws files cannot send the client anywhere but `url`.
+    import botocore.session
+
+    # A missing profile named by AWS_PROFILE would fail even with explicit keys.
+    core = botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
+    )
     session = boto3.session.Session(
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         region_name=REGION,
+        botocore_session=core,
     )
     return session.client("iam", endpoint_url=url)
 

@@ -48,8 +48,11 @@ class MotoServer:
         """Return a boto3 client for this server, signed with `keys` or the admin's."""
         import boto3
 
+        from plugin.aws.client import isolated_botocore_session
+
         keys = keys or self.admin
-        return boto3.session.Session().client(
+        session = boto3.session.Session(botocore_session=isolated_botocore_session())
+        return session.client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.url,
             region_name=REGION,
