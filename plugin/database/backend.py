@@ -12,32 +12,68 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from plugin.database.config import CONFIG_PREFIX, DatabaseConfig
 from plugin.database.pool import ConnectionPool, PoolSettings
-from plugin.logical import SystemView
+from plugin.logical import Entity, SystemView
 
 if TYPE_CHECKING:
     import psycopg
 
 logger = logging.getLogger(__name__)
 
+# How long the mount's lease TTLs are reused before Vault is asked again.
+MOUNT_TTL_CACHE_SECONDS = 10.0
+# Threads that overlap this backend's independent calls to Vault.
+IO_THREADS = 16
+_T = TypeVar("_T")
+
 
 class DatabaseBackend:
     """Pools per connection config, and the lock for read-modify-write updates."""
 
     def __init__(self, system: Callable[[], SystemView]) -> None:
-        self._system = system
+        self._system = CachedSystemView(system)
         self._pools: dict[str, tuple[str, ConnectionPool]] = {}
         self._pools_lock = threading.Lock()
         # Serialises config and role updates, which merge with stored values.
         self.write_lock = threading.RLock()
+        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="database-io")
 
     @property
     def system(self) -> SystemView:
-        return self._system()
+        return self._system
+
+    def submit(self, call: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Run `call` on an I/O thread, so its round trips overlap the caller's."""
+        return self._io.submit(call, *args)
+
+    def prefetch_entity(self, entity_id: str) -> SystemView:
+        """Return the system view, with the entity `entity_id` already requested.
+
+        Its `entity_info(entity_id)` returns the result of a call started
+        here on an I/O thread, so that round trip overlaps the caller's.
+        """
+        if not entity_id:
+            return self._system
+        entity = self.submit(self._system.entity_info, entity_id)
+        return _PrefetchedEntity(self._system, entity_id, entity)
+
+    def defer(self, call: Callable[..., object], *args: Any) -> None:
+        """Run `call` after the response; a failure is only logged."""
+
+        def log_failure(done: Future[object]) -> None:
+            error = done.exception()
+            if error is not None:
+                logger.warning(
+                    "deferred call failed: call=%s error=%s", call.__name__, error
+                )
+
+        self._io.submit(call, *args).add_done_callback(log_failure)
 
     @contextlib.contextmanager
     def connection(
@@ -83,6 +119,8 @@ class DatabaseBackend:
             self.close_pool(key[len(CONFIG_PREFIX) :])
 
     def cleanup(self) -> None:
+        """Finish deferred calls, then close every pool."""
+        self._io.shutdown(wait=True)
         with self._pools_lock:
             names = list(self._pools)
         for name in names:
@@ -103,6 +141,67 @@ class DatabaseBackend:
         if current is not None:
             current[1].close()
         return pool
+
+
+class CachedSystemView:
+    """The mount's system view, with its lease TTLs reused for a few seconds.
+
+    Each TTL is one call to Vault, and every creds read needs them. A stale
+    value is safe: Vault caps every lease at the mount's current max TTL
+    itself, and a role's VALID UNTIL computed from a larger stale TTL only
+    outlives its lease, which revocation ends. So a tune of the mount's TTLs
+    reaches new leases within MOUNT_TTL_CACHE_SECONDS.
+    """
+
+    def __init__(self, system: Callable[[], SystemView]) -> None:
+        self._system = system
+        self._ttls = (0, 0)
+        self._fetched_at = float("-inf")
+
+    def default_lease_ttl(self) -> int:
+        return self._mount_ttls()[0]
+
+    def max_lease_ttl(self) -> int:
+        return self._mount_ttls()[1]
+
+    def entity_info(self, entity_id: str) -> Entity | None:
+        return self._system().entity_info(entity_id)
+
+    def plugin_env_vault_version(self) -> str:
+        return self._system().plugin_env_vault_version()
+
+    def _mount_ttls(self) -> tuple[int, int]:
+        # Threads may race to refresh; each stores a correct pair.
+        if time.monotonic() - self._fetched_at > MOUNT_TTL_CACHE_SECONDS:
+            system = self._system()
+            self._ttls = (system.default_lease_ttl(), system.max_lease_ttl())
+            self._fetched_at = time.monotonic()
+        return self._ttls
+
+
+class _PrefetchedEntity:
+    """A system view whose entity lookup of one id is already in flight."""
+
+    def __init__(
+        self, system: SystemView, entity_id: str, entity: Future[Entity | None]
+    ) -> None:
+        self._system = system
+        self._entity_id = entity_id
+        self._entity = entity
+
+    def default_lease_ttl(self) -> int:
+        return self._system.default_lease_ttl()
+
+    def max_lease_ttl(self) -> int:
+        return self._system.max_lease_ttl()
+
+    def entity_info(self, entity_id: str) -> Entity | None:
+        if entity_id == self._entity_id:
+            return self._entity.result()
+        return self._system.entity_info(entity_id)
+
+    def plugin_env_vault_version(self) -> str:
+        return self._system.plugin_env_vault_version()
 
 
 def _new_pool(

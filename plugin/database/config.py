@@ -103,9 +103,12 @@ class DatabaseConfig:
             raise InvalidConfigError("missing username: set the username field")
         return params
 
-    def endpoint(self) -> dict[str, Any]:
-        """Return `host`, `port` and `database` for the creds response."""
-        params = self.conninfo()
+    def endpoint(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return `host`, `port` and `database` for the creds response.
+
+        `params` is the result of `conninfo()`, when the caller has it.
+        """
+        params = self.conninfo() if params is None else params
         return {
             "host": str(params.get("host") or "localhost"),
             "port": int(params.get("port") or DEFAULT_PORT),

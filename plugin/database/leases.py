@@ -3,7 +3,8 @@
 Vault tracks leases, but a plugin cannot ask Vault which of its leases are
 live. These records let the backend refuse to delete a config whose users
 still exist, and let `tidy` tell orphaned roles from leased ones. A record
-is written after the user is created and deleted when it is revoked.
+is written after the user is created and deleted when it is revoked. It
+also marks the mint complete: the rollback keeps a user that has one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def record_live(
 
 def forget_live(storage: Storage, db_name: str, username: str) -> None:
     storage.delete(_key(db_name, username))
+
+
+def is_live(storage: Storage, db_name: str, username: str) -> bool:
+    """Return whether a live record exists for the user."""
+    return storage.get(_key(db_name, username)) is not None
 
 
 def load_live(storage: Storage, db_name: str) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import shutil
 import tempfile
 import threading
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5
 CHECKOUT_TIMEOUT = 30.0
+# An idle connection older than this gets a `SELECT 1` before reuse, because
+# a firewall may have dropped it silently. Younger ones get only a check of
+# their socket, which costs no round trip.
+PING_AFTER_IDLE = 30.0
 # SQLSTATE classes that mean the server went away, not that a statement failed.
 _UNAVAILABLE_STATES = ("08", "57P")
 
@@ -61,7 +66,8 @@ class ConnectionPool:
         self._password = password
         self._settings = settings
         self._slots = threading.BoundedSemaphore(max(settings.max_open, 1))
-        self._idle: list[tuple[psycopg.Connection[Any], float]] = []
+        # (connection, monotonic time it opened, monotonic time it went idle)
+        self._idle: list[tuple[psycopg.Connection[Any], float, float]] = []
         self._lock = threading.Lock()
         self._closed = False
         self._tls_dir = _write_tls_files(self._params, tls_files or {})
@@ -87,10 +93,8 @@ class ConnectionPool:
             try:
                 with translate_errors(f"config {self.name!r}", [self._password]):
                     yield conn
-            except BaseException:
-                conn.close()
-                raise
-            self._checkin(conn, born)
+            finally:
+                self._checkin(conn, born)
         finally:
             self._slots.release()
 
@@ -102,7 +106,7 @@ class ConnectionPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn, _ in idle:
+        for conn, _, _ in idle:
             conn.close()
         if self._tls_dir is not None:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
@@ -112,35 +116,56 @@ class ConnectionPool:
             with self._lock:
                 if not self._idle:
                     break
-                conn, born = self._idle.pop()
-            if self._usable(conn, born):
+                conn, born, idle_since = self._idle.pop()
+            if self._usable(conn, born, idle_since):
                 return conn, born
             conn.close()
         return self._connect(), time.monotonic()
 
-    def _usable(self, conn: psycopg.Connection[Any], born: float) -> bool:
+    def _usable(
+        self, conn: psycopg.Connection[Any], born: float, idle_since: float
+    ) -> bool:
+        now = time.monotonic()
         lifetime = self._settings.max_lifetime
-        if (
-            conn.closed
-            or conn.broken
-            or (lifetime and time.monotonic() - born > lifetime)
-        ):
+        if conn.closed or conn.broken or (lifetime and now - born > lifetime):
             return False
+        if _has_input(conn):
+            # An idle connection receives nothing unless the server ended it,
+            # as a restart does: it sends an error and closes the socket.
+            return False
+        if now - idle_since < PING_AFTER_IDLE:
+            return True
         try:
-            # An idle connection may have died with a server restart.
             conn.execute("SELECT 1")
         except Exception:  # any failure just means: open a new one
             return False
         return True
 
     def _checkin(self, conn: psycopg.Connection[Any], born: float) -> None:
+        """Return a healthy connection to the idle list, or close it.
+
+        A broken connection closes the idle ones too.
+        """
+        from psycopg.pq import TransactionStatus
+
         max_idle = self._settings.max_idle or self._settings.max_open
+        reusable = (
+            not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status == TransactionStatus.IDLE
+        )
         with self._lock:
-            healthy = not conn.closed and not conn.broken
-            if healthy and not self._closed and len(self._idle) < max_idle:
-                self._idle.append((conn, born))
+            if reusable and not self._closed and len(self._idle) < max_idle:
+                self._idle.append((conn, born, time.monotonic()))
                 return
+            # Connections opened before a failure like this one are likely
+            # dead too, so the next request reconnects instead of failing.
+            stale = self._idle if conn.broken else []
+            if conn.broken:
+                self._idle = []
         conn.close()
+        for other, _, _ in stale:
+            other.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
@@ -196,6 +221,15 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
         if secret:
             text = text.replace(secret, "<redacted>")
     return text
+
+
+def _has_input(conn: psycopg.Connection[Any]) -> bool:
+    """Return whether the connection's socket has data or EOF waiting."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _write_tls_files(params: dict[str, Any], pem: dict[str, str]) -> Path | None:

@@ -2,14 +2,15 @@
 
 Every function takes an autocommit connection from `ConnectionPool` and
 runs multi-statement steps in one transaction, so a failed step leaves
-nothing behind.
+nothing behind. Each transaction is sent as one query string, so it costs
+one round trip to the server.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from plugin.database.sql import (
@@ -35,10 +36,10 @@ _TERMINATE_WAIT_MS = 5000
 def run_statements(
     conn: psycopg.Connection[Any], statements: list[str], values: Mapping[str, str]
 ) -> None:
-    """Render and run `statements` in one transaction."""
-    with conn.transaction():
-        for query in split_statements(statements):
-            conn.execute(render(query, values).encode())
+    """Render and run `statements` in one transaction, in one round trip."""
+    conn.execute(
+        _batch(render(query, values) for query in split_statements(statements))
+    )
 
 
 def create_user(
@@ -53,11 +54,21 @@ def create_user(
     named `values["name"]` fail as a whole.
     """
     label = COMMENT_MARKER + json.dumps(dict(comment), sort_keys=True)
-    with conn.transaction():
-        for query in split_statements(statements):
-            conn.execute(render(query, values).encode())
-        role = quote_identifier(values["name"])
-        conn.execute(f"COMMENT ON ROLE {role} IS {quote_literal(label)}".encode())
+    role = quote_identifier(values["name"])
+    queries = [render(query, values) for query in split_statements(statements)]
+    queries.append(f"COMMENT ON ROLE {role} IS {quote_literal(label)}")
+    conn.execute(_batch(queries))
+
+
+def _batch(queries: Iterable[str]) -> bytes:
+    """Join queries into one simple-protocol query string.
+
+    psycopg sends a query without parameters with the simple query protocol,
+    and PostgreSQL runs the statements of one such query in one implicit
+    transaction: all of them commit, or none. A newline before each `;`
+    ends a trailing `--` comment first.
+    """
+    return "\n;\n".join(queries).encode()
 
 
 def role_exists(conn: psycopg.Connection[Any], username: str) -> bool:
@@ -82,10 +93,15 @@ def drop_user(
     owner = quote_identifier(owner_role) if owner_role else "CURRENT_USER"
     conn.execute(f"ALTER ROLE {role} NOLOGIN".encode())
     terminate_sessions(conn, username)
-    with conn.transaction():
-        conn.execute(f"REASSIGN OWNED BY {role} TO {owner}".encode())
-        conn.execute(f"DROP OWNED BY {role}".encode())
-        conn.execute(f"DROP ROLE {role}".encode())
+    conn.execute(
+        _batch(
+            [
+                f"REASSIGN OWNED BY {role} TO {owner}",
+                f"DROP OWNED BY {role}",
+                f"DROP ROLE {role}",
+            ]
+        )
+    )
     return True
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import load_config, save_config
 from plugin.database.errors import AuthenticationFailedError
-from plugin.database.leases import forget_live
+from plugin.database.leases import forget_live, is_live
 from plugin.database.postgres import revoke_user
 from plugin.framework import WALRollbackHandler
 from plugin.logical import Request
@@ -37,6 +37,11 @@ def roll_back_user(
 ) -> None:
     """Drop a user whose create never completed; a missing user is success."""
     db_name, username = str(data["db_name"]), str(data["username"])
+    if is_live(request.storage, db_name, username):
+        # The mint completed and only the deferred delete of its entry was
+        # lost, so the user belongs to a lease.
+        logger.info("rollback found a completed mint: username=%s", username)
+        return
     config = load_config(request.storage, db_name)
     if config is None:
         # Without the config there is no password to connect with; retrying

@@ -1,0 +1,188 @@
+"""The creds read's hot path: one round trip per step, and what keeps it safe.
+
+A creds read sends its creation statements as one query, reuses pooled
+connections without a `SELECT 1`, overlaps its calls to Vault on I/O
+threads and deletes its WAL entry after the response. These tests pin the
+behaviour each shortcut must keep, against a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from plugin.database.credentials import PASSWORD_ALPHABET, generate_password
+from plugin.framework import put_wal
+from plugin.logical import BadRequestError, LogicalError, Operation, Request
+from tests.support.database import FakeSystemView, Mount, configure, new_mount
+from tests.support.postgres import Cluster, connect
+from tests.test_database_creds import READONLY, add_role, login, role_exists
+
+
+def fetch_one(cluster: Cluster, query: str, *params: Any) -> Any:
+    with connect(cluster) as conn:
+        return conn.execute(query.encode(), params).fetchone()
+
+
+def test_password_alphabet_and_classes() -> None:
+    passwords = {generate_password() for _ in range(200)}
+
+    assert len(passwords) == 200
+    for password in passwords:
+        assert len(password) == 32
+        assert set(password) <= set(PASSWORD_ALPHABET)
+        assert set(password) & set(string.ascii_lowercase)
+        assert set(password) & set(string.ascii_uppercase)
+        assert set(password) & set(string.digits)
+        assert "-" in password
+
+
+def test_failed_statement_creates_nothing(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    broken = READONLY + ' GRANT SELECT ON public.no_such_table TO "{{name}}";'
+    add_role(mount, creation_statements=broken)
+    before = fetch_one(pg_cluster, "SELECT count(*) FROM pg_roles")
+
+    with pytest.raises(LogicalError, match="no_such_table"):
+        mount.creds("demo-readonly", "dev")
+
+    assert fetch_one(pg_cluster, "SELECT count(*) FROM pg_roles") == before
+    assert mount.storage.list("wal/") == []
+    assert mount.storage.list("database/live/") == []
+
+
+def test_trailing_comment_keeps_next_statement(
+    mount: Mount, pg_cluster: Cluster
+) -> None:
+    configure(mount, pg_cluster)
+    statements = [
+        """CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' -- the user""",
+        """ALTER ROLE "{{name}}" CONNECTION LIMIT 3 -- then its limit""",
+    ]
+    add_role(mount, creation_statements=statements)
+
+    response = mount.creds("demo-readonly", "dev")
+
+    query = "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s"
+    assert fetch_one(pg_cluster, query, response.data["username"]) == (3,)
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+def test_pool_replaces_ended_connection(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+    first = mount.creds("demo-readonly", "dev")
+    # Ends the pool's idle connection, as a server restart would.
+    ended = fetch_one(
+        pg_cluster,
+        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+        "WHERE usename = 'postgres' AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'",
+    )
+    assert ended is not None and ended[0] >= 1
+
+    second = mount.creds("demo-readonly", "dev")
+
+    for response in (first, second):
+        with login(pg_cluster, response.data) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert response.secret is not None
+        mount.revoke(response.secret)
+
+
+def test_rollback_keeps_completed_mint(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount)
+    response = mount.creds("demo-readonly", "dev")
+    username = response.data["username"]
+    # A WAL entry whose deferred delete was lost, next to the live record.
+    put_wal(
+        mount.storage,
+        "database-creds",
+        {"db_name": "pg", "username": username, "rollback_statements": []},
+    )
+
+    mount.request(Operation.ROLLBACK, "", {"immediate": True})
+
+    assert role_exists(pg_cluster, username)
+    assert mount.storage.list("wal/") == []
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+def test_role_moved_to_other_config(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster, name="first")
+    configure(mount, pg_cluster, name="second", allowed_roles="")
+    add_role(mount, db_name="first")
+    first = mount.creds("demo-readonly", "dev")
+    add_role(mount, db_name="second")
+
+    # The config name guessed from the previous read is wrong now: the read
+    # must use the role's new config, which does not allow the role.
+    with pytest.raises(LogicalError, match="not in allowed_roles of config 'second'"):
+        mount.creds("demo-readonly", "dev")
+
+    assert first.secret is not None
+    mount.revoke(first.secret)
+
+
+def test_unknown_role_reported_before_caller(mount: Mount) -> None:
+    with pytest.raises(BadRequestError, match="unknown role 'missing'"):
+        mount.read("database/creds/missing")
+
+
+@dataclass
+class CountingSystemView(FakeSystemView):
+    """The fake system view, counting the mount TTL lookups."""
+
+    ttl_lookups: int = 0
+
+    def max_lease_ttl(self) -> int:
+        self.ttl_lookups += 1
+        return self.max_ttl
+
+
+def test_mount_ttls_reused(pg_cluster: Cluster) -> None:
+    system = CountingSystemView()
+    mount = new_mount(system)
+    configure(mount, pg_cluster)
+    add_role(mount, default_ttl="5m")
+
+    responses = [mount.creds("demo-readonly", "dev") for _ in range(3)]
+
+    assert system.ttl_lookups == 1
+    for response in responses:
+        assert response.secret is not None
+        assert response.secret.lease.ttl == 300
+        mount.revoke(response.secret)
+    mount.backend.cleanup()
+
+
+def test_ttl_field_shortens_lease(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount, default_ttl="1h", max_ttl="2h")
+    entity_id = mount.system.add_agent("dev")
+
+    def read(ttl: str) -> int:
+        request = Request(
+            Operation.READ,
+            "database/creds/demo-readonly",
+            mount.storage,
+            {"ttl": ttl},
+            entity_id=entity_id,
+        )
+        response = mount.backend.handle_request(request)
+        assert response is not None and response.secret is not None
+        mount.revoke(response.secret)
+        return response.secret.lease.ttl
+
+    assert read("30s") == 30
+    assert read("5h") == 7200
+    assert read("0") == 3600
+    with pytest.raises(BadRequestError, match=re.escape("'soon' for field 'ttl'")):
+        read("soon")
