@@ -1,27 +1,26 @@
 """Start the plugin process the way Vault expects, serve, and stop cleanly.
 
-Order matters: the magic cookie is checked before anything else runs, the
-gRPC server and the TLS relay are listening before the handshake line
-gives Vault the address, and every socket lives in one private folder
-that is removed on every exit path the process controls.
+Order matters. The magic cookie is checked before anything else runs. The
+gRPC server is listening before the handshake line gives Vault the
+address. Every socket lives in one private folder that is removed on every
+exit path the process controls.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-import grpc
-
-from plugin.bridge import handshake, hclog, lifecycle, rpc, tls
+from plugin.bridge import handshake, hclog, lifecycle, tls
 from plugin.bridge.backend_service import BackendService
 from plugin.bridge.broker import Broker
+from plugin.bridge.grpc_server import GrpcServer
 from plugin.bridge.services import HousekeepingServices
 from plugin.bridge.tlsproxy import TlsProxy
 from plugin.bridge.version import plugin_version
@@ -37,7 +36,7 @@ STOP_GRACE_SECONDS = 1.0
 
 @dataclass
 class _Running:
-    server: grpc.Server
+    server: GrpcServer
     proxy: TlsProxy | None
     backends: BackendService
     housekeeping: HousekeepingServices
@@ -77,25 +76,26 @@ def _start(
     factory: Callable[[], Backend], work_dir: Path, life: lifecycle.Lifecycle
 ) -> _Running:
     advertised = str(work_dir / "plugin.sock")
-    proxy, cert_b64 = _tls_relay(work_dir)
-    grpc_path = advertised if proxy is None else str(work_dir / "grpc.sock")
+    mtls = _mutual_tls(work_dir)
+    # The relay carries only the broker's channels out to Vault; Vault's
+    # calls reach GrpcServer, which terminates their TLS itself.
+    proxy = None if mtls is None else TlsProxy(mtls.client)
+    if proxy is not None:
+        proxy.start()
 
     broker = Broker(work_dir, proxy)
     version = plugin_version()
     backends = BackendService(factory, broker, version)
     housekeeping = HousekeepingServices(life.request_stop)
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
-        handlers=[broker.handler(), *backends.handlers(), *housekeeping.handlers()],
-        options=rpc.CHANNEL_OPTIONS,
+    server = GrpcServer(
+        [broker.handler(), *backends.handlers(), *housekeeping.handlers()],
+        max_workers=MAX_WORKERS,
+        tls_context=None if mtls is None else mtls.server,
     )
-    server.add_insecure_port(f"unix:{grpc_path}")
-    server.start()
-    if proxy is not None:
-        proxy.serve_tls(advertised, grpc_path)
-        proxy.start()
+    server.start(advertised)
     _set_socket_group(advertised, work_dir)
 
+    cert_b64 = "" if mtls is None else mtls.cert_b64
     handshake.write_handshake(handshake.handshake_line(advertised, cert_b64))
     housekeeping.capture_stdout()
     logger.info(
@@ -105,23 +105,30 @@ def _start(
     return _Running(server, proxy, backends, housekeeping)
 
 
-def _tls_relay(work_dir: Path) -> tuple[TlsProxy | None, str]:
-    """Return the TLS relay and the certificate for the handshake line."""
+@dataclass
+class _MutualTls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    cert_b64: str  # the plugin's certificate for the handshake line
+
+
+def _mutual_tls(work_dir: Path) -> _MutualTls | None:
+    """Return the TLS contexts that trust only Vault's certificate, if it has one."""
     peer_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
     if not peer_cert:
         logger.warning("PLUGIN_CLIENT_CERT is not set; serving without TLS")
-        return None, ""
+        return None
     identity = tls.generate_identity()
-    proxy = TlsProxy(
-        tls.server_context(identity, peer_cert, work_dir),
-        tls.client_context(identity, peer_cert, work_dir),
+    return _MutualTls(
+        server=tls.server_context(identity, peer_cert, work_dir),
+        client=tls.client_context(identity, peer_cert, work_dir),
+        cert_b64=identity.cert_b64(),
     )
-    return proxy, identity.cert_b64()
 
 
 def _stop(running: _Running) -> None:
     running.housekeeping.stopping.set()
-    running.server.stop(STOP_GRACE_SECONDS).wait(STOP_GRACE_SECONDS + 1)
+    running.server.stop(STOP_GRACE_SECONDS)
     running.backends.cleanup_all()
     if running.proxy is not None:
         running.proxy.stop()

@@ -1,12 +1,11 @@
-"""Relay bytes between TLS sockets (Python ssl) and plaintext grpcio sockets.
+"""Relay bytes from plaintext grpcio sockets to Vault's TLS sockets (Python ssl).
 
-grpcio cannot complete a TLS handshake with Vault's P-521 certificate, so one
-thread runs a selector loop over every connection of the process:
-
-- inbound: Vault connects to the advertised socket with TLS; each connection
-  is paired with a plaintext connection to grpcio's private socket.
-- outbound: grpcio connects to a private plaintext socket per broker service;
-  each connection is paired with a TLS connection to Vault's broker server.
+grpcio cannot complete a TLS handshake with Vault's P-521 certificate, so
+the broker's channels to Vault go through this relay. grpcio connects to a
+private plaintext socket per broker service. One thread runs a selector
+loop that pairs each such connection with a TLS connection to Vault's
+broker server. Vault's calls into the plugin need no relay, because
+`grpc_server` terminates their TLS itself.
 
 One thread keeps each OpenSSL object on a single thread (OpenSSL objects
 must not be used from two threads at once) and costs one wake-up per burst.
@@ -52,10 +51,7 @@ class _Commands:
 class TlsProxy:
     """The selector loop; listeners may be added from any thread."""
 
-    def __init__(
-        self, server_context: ssl.SSLContext, client_context: ssl.SSLContext
-    ) -> None:
-        self._server_context = server_context
+    def __init__(self, client_context: ssl.SSLContext) -> None:
         self._client_context = client_context
         self._selector = selectors.DefaultSelector()
         self._listeners: dict[str, _Listener] = {}
@@ -74,18 +70,6 @@ class TlsProxy:
         """Close every listener and connection and end the loop thread."""
         self._submit(self._shutdown)
         self._thread.join(timeout=2.0)
-
-    def serve_tls(self, listen_path: str, grpc_path: str) -> None:
-        """Accept TLS on `listen_path` and relay to grpcio at `grpc_path`."""
-
-        def connect(client: socket.socket) -> None:
-            tls = self._server_context.wrap_socket(
-                client, server_side=True, do_handshake_on_connect=False
-            )
-            plain = _dial_unix(grpc_path)
-            Endpoint.pair(self._selector, tls, plain, handshaking=True)
-
-        self._add_listener(listen_path, connect)
 
     def dial_tls(self, listen_path: str, remote_path: str) -> None:
         """Accept plaintext on `listen_path` and relay to `remote_path` with TLS."""
