@@ -123,11 +123,14 @@ class TlsTransport:
 
     def _read_plain(self) -> bytes | None:
         chunks = []
-        while True:
+        # Each read returns at most one record. Checking for buffered bytes
+        # first avoids the SSLWantReadError (an exception costs microseconds)
+        # after the last whole record.
+        while self._incoming.pending or self._tls.pending():
             try:
                 chunk = self._tls.read(_READ_SIZE)
             except ssl.SSLWantReadError:
-                break
+                break  # the rest of a record is still on its way
             except ssl.SSLZeroReturnError:
                 return None
             if not chunk:
