@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import hpack
-
 from plugin.bridge import http2
 from plugin.bridge.http2 import ErrorCode, ProtocolError
 from plugin.bridge.transport import Transport
@@ -71,7 +69,7 @@ class Connection:
         self._transport = transport
         self._lookup = lookup
         self._on_call = on_call
-        self._decoder = hpack.Decoder()
+        self._decoder = http2.HeaderDecoder()
         self._streams: dict[int, Stream] = {}
         self._last_stream_id = 0
         self._pending_block: tuple[int, int, bytearray] | None = None
@@ -231,12 +229,7 @@ class Connection:
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         # Every block must be decoded, trailers included, to keep the HPACK
         # dynamic table in step with the peer's.
-        try:
-            headers = self._decoder.decode(block, raw=True)
-        except hpack.HPACKError as err:
-            raise ProtocolError(
-                f"invalid header block: {err}", ErrorCode.COMPRESSION_ERROR
-            ) from err
+        headers = self._decoder.decode(block)
         stream = self._streams.get(stream_id)
         if stream is not None:
             if flags & http2.END_STREAM:  # trailers end the request side
