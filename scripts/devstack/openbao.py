@@ -2,8 +2,8 @@
 
 OpenBao 2.7 accepts audit devices only from the server configuration file by
 default, so the audit device is declared in a config file passed next to
-`-dev`. The root token goes through the environment, never argv, and HOME
-points at a scratch folder so the server writes no `~/.vault-token`.
+`-dev`. HOME points at a scratch folder of the stack's, where the dev server writes
+its generated root token (`.vault-token`, mode 0600).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -58,15 +57,14 @@ def start(state_dir: Path, port: int) -> OpenBao:
     plugin_dir = home / "plugins"
     plugin_dir.mkdir(parents=True, exist_ok=True)
     (home / "home").mkdir(exist_ok=True)
+    (home / "home" / ".vault-token").unlink(missing_ok=True)  # a previous run's
     audit_log = home / "audit.log"
     config = home / "server.hcl"
     config.write_text(AUDIT_CONFIG.format(audit_log=audit_log))
 
-    root_token = secrets.token_urlsafe(24)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home / "home"),
-        "BAO_DEV_ROOT_TOKEN_ID": root_token,
         # Plugins run with the Python that built them; nothing else is passed.
         "LANG": "C.UTF-8",
     }
@@ -86,6 +84,12 @@ def start(state_dir: Path, port: int) -> OpenBao:
     wait_until(
         "OpenBao", lambda: _unsealed(addr), timeout=60, pid=pid, log_path=log_path
     )
+    # The dev server writes its generated root token to $HOME/.vault-token
+    # (mode 0600). Reading it there keeps the token out of argv and out of
+    # the server's environment, which every plugin process inherits.
+    token_file = home / "home" / ".vault-token"
+    wait_until("OpenBao root token", token_file.exists, timeout=10, pid=pid)
+    root_token = token_file.read_text().strip()
     return OpenBao(addr, root_token, pid, plugin_dir, audit_log, log_path)
 
 
