@@ -15,12 +15,12 @@ from attestor.client import (
     request_reload,
     request_token,
 )
-from attestor.config import ConfigError, load_config
-from attestor.keys import KeyFileError
-from attestor.keystore import KeyStore
 from attestor.login import LoginError, store_token, vault_login
-from attestor.logs import configure_logging
+from attestor.policy.config import ConfigError, load_config
 from attestor.protocol import SOCKET_ENV, default_socket_path
+from attestor.server.logs import configure_logging
+from attestor.signing.keys import KeyFileError
+from attestor.signing.keystore import KeyStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def main() -> None:
 )
 def serve(config_path: str, log_level: str) -> None:
     """Run the attestor daemon until SIGTERM; SIGHUP reloads the config."""
-    from attestor.daemon import Daemon
-    from attestor.supervisor import Supervisor
+    from attestor.server.daemon import Daemon
+    from attestor.server.supervisor import Supervisor
 
     configure_logging(log_level)
     try:

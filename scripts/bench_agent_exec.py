@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attestor
+from attestor.agent_exec.vault import VaultClient
 from attestor.client import request_token
-from attestor.exec_vault import VaultClient
 from devstack import stack
 from devstack.openbao import bao_binary
 

@@ -23,20 +23,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from attestor.exec_audit import decode_claims
-from attestor.exec_command import resolve_command
-from attestor.exec_env import aws_environ, child_environ, database_environ
-from attestor.exec_errors import (
+from attestor.agent_exec.audit import decode_claims
+from attestor.agent_exec.command import resolve_command
+from attestor.agent_exec.env import aws_environ, child_environ, database_environ
+from attestor.agent_exec.errors import (
     CommandNotExecutableError,
     CommandNotFoundError,
     UnavailableError,
     UsageError,
 )
-from attestor.exec_http import HttpConnection, HttpError
-from attestor.exec_options import parse_options
-from attestor.exec_renew import Renewable, Renewer
-from attestor.exec_roles import Role, creds_params, parse_role
-from attestor.exec_vault import VaultClient, _tidy
+from attestor.agent_exec.http import HttpConnection, HttpError
+from attestor.agent_exec.options import parse_options
+from attestor.agent_exec.renew import Renewable, Renewer
+from attestor.agent_exec.roles import Role, creds_params, parse_role
+from attestor.agent_exec.vault import VaultClient, _tidy
 from tests.support.exec_fakes import VaultState, fake_vault, make_jwt
 
 DB_DATA = {

@@ -23,7 +23,7 @@ from typing import Any
 import jwt
 import pytest
 
-from attestor.inspector import Peer
+from attestor.inspection.inspector import Peer
 from tests.support.attestor_env import (  # noqa: F401 (fixtures)
     SYSTEM_PYTHON,
     AgentUser,

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from attestor.config import TLSFiles
-from attestor.jwks_server import JWKSServer
-from attestor.keyring import KeyRing
-from attestor.keys import KeyFileError
-from attestor.keystore import KeyStore
+from attestor.policy.config import TLSFiles
+from attestor.server.jwks_server import JWKSServer
+from attestor.signing.keyring import KeyRing
+from attestor.signing.keys import KeyFileError
+from attestor.signing.keystore import KeyStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,9 +26,9 @@ import hvac.exceptions
 import jwt
 import pytest
 
-from attestor.keys import generate_key
-from attestor.keystore import KeyStore
 from attestor.login import LoginError, vault_login
+from attestor.signing.keys import generate_key
+from attestor.signing.keystore import KeyStore
 from tests.support.attestor_env import (  # noqa: F401 (fixtures)
     AgentUser,
     Harness,

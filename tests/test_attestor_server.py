@@ -93,7 +93,7 @@ def test_stale_socket_is_replaced(
 def test_second_daemon_refuses_live_socket(
     shared_dir: Path, make_harness: Callable[..., Harness]
 ) -> None:
-    from attestor.daemon import Daemon
+    from attestor.server.daemon import Daemon
 
     harness = make_harness(ROOT_AGENT)
     second = Daemon(str(shared_dir / "attestor.toml"))

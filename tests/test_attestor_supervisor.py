@@ -21,8 +21,8 @@ import jwt
 import pytest
 
 from attestor.client import AttestorError, request_reload, request_token
-from attestor.daemon import Daemon
-from attestor.inspector import Peer
+from attestor.inspection.inspector import Peer
+from attestor.server.daemon import Daemon
 from tests.support.attestor_env import (  # noqa: F401 (fixtures)
     CLI,
     SYSTEM_PYTHON,
@@ -195,7 +195,7 @@ def fork_supervisor(config_path: str, *, stall_on_uid: int) -> int:
         return pid
     code = 1
     try:
-        from attestor.supervisor import Supervisor
+        from attestor.server.supervisor import Supervisor
 
         daemon = Daemon(config_path, after_read=stall_for(stall_on_uid))
         Supervisor(daemon).serve_forever()

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from attestor.agents import Agent, WrapperRule, select_agent
-from attestor.config import ConfigError, load_config
-from attestor.hashing import HashCache
-from attestor.inspector import Inspector, Peer
-from attestor.interpreters import ScriptRef, find_script
-from attestor.process import AncestorInfo, AttestationError, ProcessInfo, ScriptInfo
-from attestor.procfs import ProcFS
-from attestor.ratelimit import RateLimiter
-from attestor.selectors import SelectorError, compile_glob, parse_selector
-from attestor.tokens import validate_asserted
+from attestor.inspection.hashing import HashCache
+from attestor.inspection.inspector import Inspector, Peer
+from attestor.inspection.interpreters import ScriptRef, find_script
+from attestor.inspection.process import (
+    AncestorInfo,
+    AttestationError,
+    ProcessInfo,
+    ScriptInfo,
+)
+from attestor.inspection.procfs import ProcFS
+from attestor.policy.agents import Agent, WrapperRule, select_agent
+from attestor.policy.config import ConfigError, load_config
+from attestor.policy.selectors import SelectorError, compile_glob, parse_selector
+from attestor.server.ratelimit import RateLimiter
+from attestor.signing.tokens import validate_asserted
 
 
 @pytest.mark.parametrize(

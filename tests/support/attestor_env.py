@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from attestor.daemon import Daemon
-from attestor.inspector import Peer
+from attestor.inspection.inspector import Peer
+from attestor.server.daemon import Daemon
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 AGENT_USERS = ("ab-agent1", "ab-agent2")
@@ -237,9 +237,9 @@ def start_harness(directory: Path, agents: str, extra: str = "") -> Harness:
     config = write_config(directory, agents, extra)
     decisions = DecisionLog()
     for name in (
-        "attestor.service",
-        "attestor.request_reader",
-        "attestor.socket_server",
+        "attestor.server.service",
+        "attestor.server.request_reader",
+        "attestor.server.socket_server",
     ):
         logging.getLogger(name).addHandler(decisions)
         logging.getLogger(name).setLevel(logging.DEBUG)
@@ -259,9 +259,9 @@ def start_harness(directory: Path, agents: str, extra: str = "") -> Harness:
 
 def detach_decisions(harness: Harness) -> None:
     for name in (
-        "attestor.service",
-        "attestor.request_reader",
-        "attestor.socket_server",
+        "attestor.server.service",
+        "attestor.server.request_reader",
+        "attestor.server.socket_server",
     ):
         logging.getLogger(name).removeHandler(harness.decisions)
 

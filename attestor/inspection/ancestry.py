@@ -13,11 +13,11 @@ import contextlib
 import threading
 import time
 
-from attestor.files import read_exe, resolve_script
-from attestor.hashing import HashCache
-from attestor.interpreters import find_script
-from attestor.process import AncestorInfo, AttestationError
-from attestor.procfs import ProcessGoneError, ProcFS
+from attestor.inspection.files import read_exe, resolve_script
+from attestor.inspection.hashing import HashCache
+from attestor.inspection.interpreters import find_script
+from attestor.inspection.process import AncestorInfo, AttestationError
+from attestor.inspection.procfs import ProcessGoneError, ProcFS
 from attestor.protocol import ErrorCode
 
 ANCESTOR_TTL = 2.0

@@ -26,7 +26,7 @@ import signal
 import struct
 import time
 
-from attestor.daemon import Daemon, block_control_signals, wait_for_signal
+from attestor.server.daemon import Daemon, block_control_signals, wait_for_signal
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from attestor.exec_errors import ExecError
-from attestor.exec_vault import VaultClient
+from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.vault import VaultClient
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from attestor.keys import (
+from attestor.signing.keys import (
     KeyFileError,
     PublicKey,
     SigningKey,

@@ -14,18 +14,18 @@ import signal
 from collections.abc import Callable
 from dataclasses import fields
 
-from attestor.config import Config, ConfigError, load_config
-from attestor.hashing import HashCache
-from attestor.inspector import Inspector, Peer
-from attestor.jwks_server import JWKSServer
-from attestor.keyring import KeyRing
-from attestor.keys import KeyFileError
-from attestor.keystore import KeyStore
-from attestor.procfs import ProcFS
-from attestor.ratelimit import RateLimiter
-from attestor.service import Policy, Service
-from attestor.socket_server import SocketServer
-from attestor.tokens import TokenIssuer
+from attestor.inspection.hashing import HashCache
+from attestor.inspection.inspector import Inspector, Peer
+from attestor.inspection.procfs import ProcFS
+from attestor.policy.config import Config, ConfigError, load_config
+from attestor.server.jwks_server import JWKSServer
+from attestor.server.ratelimit import RateLimiter
+from attestor.server.service import Policy, Service
+from attestor.server.socket_server import SocketServer
+from attestor.signing.keyring import KeyRing
+from attestor.signing.keys import KeyFileError
+from attestor.signing.keystore import KeyStore
+from attestor.signing.tokens import TokenIssuer
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import NoReturn
 
-from attestor.exec_errors import ExitCode
-from attestor.exec_tty import Terminal, foreground_terminal
+from attestor.agent_exec.errors import ExitCode
+from attestor.agent_exec.tty import Terminal, foreground_terminal
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from attestor.inspector import Inspector, Peer
-from attestor.logs import RepeatFilter
-from attestor.process import AttestationError
+from attestor.inspection.inspector import Inspector, Peer
+from attestor.inspection.process import AttestationError
 from attestor.protocol import MAX_REQUEST_BYTES, ErrorCode
+from attestor.server.logs import RepeatFilter
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from attestor.exec_errors import ExecError
-from attestor.exec_vault import VaultClient
+from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.vault import VaultClient
 
 log = logging.getLogger(__name__)
 

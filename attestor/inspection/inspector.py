@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from attestor.ancestry import AncestorReader
-from attestor.files import read_exe, resolve_script
-from attestor.hashing import FileDigest, HashCache
-from attestor.interpreters import find_script
-from attestor.process import AttestationError, ProcessInfo, ScriptInfo
-from attestor.procfs import ProcessGoneError, ProcFS, ProcStatus
+from attestor.inspection.ancestry import AncestorReader
+from attestor.inspection.files import read_exe, resolve_script
+from attestor.inspection.hashing import FileDigest, HashCache
+from attestor.inspection.interpreters import find_script
+from attestor.inspection.process import AttestationError, ProcessInfo, ScriptInfo
+from attestor.inspection.procfs import ProcessGoneError, ProcFS, ProcStatus
 from attestor.protocol import ErrorCode
 
 # Linux 6.5 and later return a pidfd of the process that called connect(2),

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from attestor.exec_errors import DeniedError, ExecError, UnavailableError
-from attestor.exec_http import HttpConnection, HttpError, HttpResponse
+from attestor.agent_exec.errors import DeniedError, ExecError, UnavailableError
+from attestor.agent_exec.http import HttpConnection, HttpError, HttpResponse
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-from attestor.process import AncestorInfo, AttestationError, ProcessInfo
+from attestor.inspection.process import AncestorInfo, AttestationError, ProcessInfo
+from attestor.policy.selectors import Selector
 from attestor.protocol import ErrorCode
-from attestor.selectors import Selector
 
 logger = logging.getLogger(__name__)
 

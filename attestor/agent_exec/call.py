@@ -1,4 +1,4 @@
-"""`agent-exec`: run one command with credentials minted for that call alone.
+"""One agent-exec call, from finding the command to revoking what it minted.
 
 The steps run in this order. Find the command first, so a typo mints
 nothing. Get a JWT from the attestor, log in to Vault with it and fork the
@@ -18,24 +18,24 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
-from attestor.client import AttestorError, IssuedToken, request_token
-from attestor.exec_audit import AuditRecord, Stopwatch
-from attestor.exec_child import FORWARDED, ChildResult, ChildRunner, ChildSpec
-from attestor.exec_command import resolve_command
-from attestor.exec_env import child_environ
-from attestor.exec_errors import (
+from attestor.agent_exec.audit import AuditRecord, Stopwatch
+from attestor.agent_exec.child import FORWARDED, ChildResult, ChildRunner, ChildSpec
+from attestor.agent_exec.command import resolve_command
+from attestor.agent_exec.env import child_environ
+from attestor.agent_exec.errors import (
     DeniedError,
     ExecError,
     ExitCode,
     InterruptedBySignalError,
     UnavailableError,
 )
-from attestor.exec_options import Options, parse_options
-from attestor.exec_renew import Renewable, Renewer
-from attestor.exec_revoke import RevocationReport, revoke_call
-from attestor.exec_roles import Role, creds_params, parse_role, resolve_roles
-from attestor.exec_vault import Lease, Login, VaultClient, VaultRequestError
-from attestor.exec_watchdog import Watchdog
+from attestor.agent_exec.options import Options, parse_options
+from attestor.agent_exec.renew import Renewable, Renewer
+from attestor.agent_exec.revoke import RevocationReport, revoke_call
+from attestor.agent_exec.roles import Role, creds_params, parse_role, resolve_roles
+from attestor.agent_exec.vault import Lease, Login, VaultClient, VaultRequestError
+from attestor.agent_exec.watchdog import Watchdog
+from attestor.client import AttestorError, IssuedToken, request_token
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,15 @@ from typing import Any
 
 import jwt
 
-from attestor.agents import Agent
-from attestor.keyring import KeyRing
-from attestor.process import AncestorInfo, AttestationError, ProcessInfo, ScriptInfo
+from attestor.inspection.process import (
+    AncestorInfo,
+    AttestationError,
+    ProcessInfo,
+    ScriptInfo,
+)
+from attestor.policy.agents import Agent
 from attestor.protocol import ASSERTED_KEYS, MAX_ASSERTED_CHARS, ErrorCode
+from attestor.signing.keyring import KeyRing
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from attestor.agents import Agent, WrapperRule
-from attestor.config_fields import Fields
-from attestor.selectors import SelectorError, compile_glob, parse_selector
+from attestor.policy.agents import Agent, WrapperRule
+from attestor.policy.config_fields import Fields
+from attestor.policy.selectors import SelectorError, compile_glob, parse_selector
 
 DEFAULT_AUDIENCE = "agent-bridge"
 DEFAULT_TTL = 60

@@ -14,10 +14,10 @@ import os
 import re
 import stat
 
-from attestor.hashing import FileDigest, HashCache
-from attestor.interpreters import ScriptRef
-from attestor.process import AttestationError, ScriptInfo
-from attestor.procfs import ProcFS
+from attestor.inspection.hashing import FileDigest, HashCache
+from attestor.inspection.interpreters import ScriptRef
+from attestor.inspection.process import AttestationError, ScriptInfo
+from attestor.inspection.procfs import ProcFS
 from attestor.protocol import ErrorCode
 
 _OWN_FD_PATH = re.compile(r"/dev/stdin|(?:/dev/fd/|/proc/self/fd/)(?P<fd>[0-9]+)")

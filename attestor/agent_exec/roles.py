@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from attestor.exec_errors import DeniedError, UsageError
-from attestor.exec_vault import VaultClient
+from attestor.agent_exec.errors import DeniedError, UsageError
+from attestor.agent_exec.vault import VaultClient
 
 KINDS = ("database", "aws")
 # Vault's role names: the `framework.GenericNameRegex` character set.

@@ -19,8 +19,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from attestor.config import TLSFiles
-from attestor.keyring import KeyRing
+from attestor.policy.config import TLSFiles
+from attestor.signing.keyring import KeyRing
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from attestor.keys import KeyFileError, PublicKey, SigningKey
-from attestor.keystore import KeySet, KeyStore
+from attestor.signing.keys import KeyFileError, PublicKey, SigningKey
+from attestor.signing.keystore import KeySet, KeyStore
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from attestor.exec_errors import UsageError
+from attestor.agent_exec.errors import UsageError
 from attestor.protocol import DEFAULT_SOCKET_PATH, SOCKET_ENV, default_socket_path
 
 DESCRIPTION = """\

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from attestor.inspector import Inspector, Peer
-from attestor.request_reader import RequestReader, failure, respond
-from attestor.service import Service
+from attestor.inspection.inspector import Inspector, Peer
+from attestor.server.request_reader import RequestReader, failure, respond
+from attestor.server.service import Service
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from attestor.process import AncestorInfo, ProcessInfo
+from attestor.inspection.process import AncestorInfo, ProcessInfo
 
 
 class SelectorError(ValueError):

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from attestor.exec_errors import UnavailableError
+from attestor.agent_exec.errors import UnavailableError
 
 # Prefixes and names removed from the inherited environment. BAO_* are
 # OpenBao's spellings of VAULT_*; PG* and AWS_* would otherwise mix an

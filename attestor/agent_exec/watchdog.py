@@ -26,10 +26,10 @@ import time
 from collections.abc import Iterable
 from typing import NoReturn
 
-from attestor.exec_child import FORWARDED
-from attestor.exec_errors import ExecError
-from attestor.exec_revoke import revoke_call
-from attestor.exec_vault import VaultClient
+from attestor.agent_exec.child import FORWARDED
+from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.revoke import revoke_call
+from attestor.agent_exec.vault import VaultClient
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from attestor.exec_errors import CommandNotExecutableError, CommandNotFoundError
+from attestor.agent_exec.errors import CommandNotExecutableError, CommandNotFoundError
 
 # execvp(3)'s search path when PATH is unset.
 DEFAULT_PATH = "/bin:/usr/bin"

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from attestor.agents import Agent, WrapperRule, select_agent
-from attestor.inspector import Inspector, Peer
-from attestor.logs import RepeatFilter
-from attestor.process import AttestationError, ProcessInfo
+from attestor.inspection.inspector import Inspector, Peer
+from attestor.inspection.process import AttestationError, ProcessInfo
+from attestor.policy.agents import Agent, WrapperRule, select_agent
 from attestor.protocol import ErrorCode, Op
-from attestor.ratelimit import RateLimiter
-from attestor.tokens import TokenIssuer, process_claim, validate_asserted
+from attestor.server.logs import RepeatFilter
+from attestor.server.ratelimit import RateLimiter
+from attestor.signing.tokens import TokenIssuer, process_claim, validate_asserted
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The daemon's configuration: agents, their selectors and the wrapper rules."""

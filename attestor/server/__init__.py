@@ -1,0 +1,1 @@
+"""The `agent-attestor` daemon: socket and JWKS servers, workers and rate limits."""
