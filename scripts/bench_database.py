@@ -7,9 +7,11 @@ its `postgresql-database-plugin`) and `ours/` (the plugin file built by
 scripts/build-plugin). Prints figures and asserts nothing:
 
 1. Latency: creds read and synchronous `sys/leases/revoke`, N sequential
-   calls per round, the two engines interleaved call by call (alternating
-   which goes first), over several rounds. Median, p10 and p90 in ms, the
+   calls per round, the engines interleaved call by call (rotating which
+   goes first), over several rounds. Median, p10 and p90 in ms, the
    range of the per-round medians, and agent-bridge / built-in.
+   `--baseline FILE` adds a third engine, another build of the plugin, so
+   an optimisation is measured against the code it replaces in one run.
 2. Throughput: creds read + revoke cycles per second with 1 and 8 clients
    (threads, one kept-alive connection each), the engines taking turns.
 3. Floors, for where the time goes: `CREATE ROLE ... PASSWORD` sent by this
@@ -49,7 +51,7 @@ def main() -> None:
         folder = Path(name)
         folder.chmod(0o755)  # PostgreSQL's service user must reach its data
         auth = args.password_authentication
-        with running_servers(folder, auth, args.plugin) as servers:
+        with running_servers(folder, auth, args.plugin, args.baseline) as servers:
             _run(servers, args)
 
 
@@ -67,6 +69,7 @@ def _parse_args() -> argparse.Namespace:
         help="how both engines send generated passwords (default password)",
     )
     add("--plugin", type=Path, help="a built plugin file (default: build one)")
+    add("--baseline", type=Path, help="another built plugin file to compare")
     return parser.parse_args()
 
 
@@ -108,9 +111,7 @@ def measure_latency(
             for runs in per_operation.values():
                 runs.append([])
         for call in range(calls):
-            # Alternating the order spreads any first-mover cost evenly.
-            order = engines if call % 2 == 0 else engines[::-1]
-            for engine in order:
+            for engine in _rotated(engines, call):
                 times = cycle(agent, root, servers.creds_paths[engine])
                 for operation, elapsed in zip(OPERATIONS, times, strict=True):
                     samples[engine][operation][-1].append(elapsed)
@@ -124,11 +125,19 @@ def measure_throughput(
     engines = list(servers.creds_paths)
     rates: dict[str, list[float]] = {engine: [] for engine in engines}
     for run in range(runs):
-        order = engines if run % 2 == 0 else engines[::-1]
-        for engine in order:
+        for engine in _rotated(engines, run):
             path = servers.creds_paths[engine]
             rates[engine].append(_concurrent_rate(servers, path, clients, cycles))
     return rates
+
+
+def _rotated(engines: list[str], shift: int) -> list[str]:
+    """Return the engines in an order that changes each call.
+
+    Rotating spreads any cost of going first or last evenly over them.
+    """
+    shift %= len(engines)
+    return engines[shift:] + engines[:shift]
 
 
 def _concurrent_rate(servers: Servers, path: str, clients: int, cycles: int) -> float:
@@ -210,8 +219,16 @@ def report_latency(latency: Latency, rounds: int, calls: int) -> None:
             spread = f"{min(medians):.2f}-{max(medians):.2f}"
             row = (operation, engine, median, p10, p90, spread)
             print("{:<9} {:<13} {:7.2f} {:7.2f} {:7.2f}  {}".format(*row))
-    for operation, ratio in _latency_ratios(latency).items():
-        print(f"ratio of {operation} medians, agent-bridge / built-in: {ratio:.2f}")
+    for name, ratio in _latency_ratios(latency).items():
+        print(f"ratio of medians, {name}: {ratio:.2f}")
+
+
+def _comparisons(engines: list[str]) -> list[tuple[str, str]]:
+    """Return the (engine, reference) pairs whose ratios are reported."""
+    pairs = [(engine, "built-in") for engine in engines if engine != "built-in"]
+    if "baseline" in engines:
+        pairs.append(("agent-bridge", "baseline"))
+    return pairs
 
 
 def _latency_ratios(latency: Latency) -> dict[str, float]:
@@ -219,7 +236,8 @@ def _latency_ratios(latency: Latency) -> dict[str, float]:
         return statistics.median(v for r in latency[engine][operation] for v in r)
 
     return {
-        op: median_of("agent-bridge", op) / median_of("built-in", op)
+        f"{op} {engine} / {reference}": median_of(engine, op) / median_of(reference, op)
+        for engine, reference in _comparisons(list(latency))
         for op in OPERATIONS
     }
 
@@ -231,10 +249,12 @@ def report_throughput(rates: Rates, cycles: int) -> None:
             f"{engine} {statistics.median(r):6.1f} ({min(r):.1f}-{max(r):.1f})"
             for engine, r in per_engine.items()
         ]
-        ratio = statistics.median(per_engine["agent-bridge"]) / statistics.median(
-            per_engine["built-in"]
-        )
-        print(f"{clients} client(s): {'  '.join(parts)}  ratio {ratio:.2f}")
+        print(f"{clients} client(s): {'  '.join(parts)}")
+        for engine, reference in _comparisons(list(per_engine)):
+            ratio = statistics.median(per_engine[engine]) / statistics.median(
+                per_engine[reference]
+            )
+            print(f"  ratio {engine} / {reference}: {ratio:.2f}")
 
 
 def report_floors(floors: dict[str, list[float]]) -> None:

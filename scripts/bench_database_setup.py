@@ -1,11 +1,14 @@
-"""Servers for scripts/bench-database: one OpenBao, one PostgreSQL, two engines.
+"""Servers for scripts/bench-database: one OpenBao, one PostgreSQL, the engines.
 
-Both engines get the same connection (the cluster's superuser, four pooled
+Every engine gets the same connection (the cluster's superuser, four pooled
 connections), the same creation statements and the same TTLs, and each
-keeps its own default revocation. The creds reads of both use one token
-from a JWT login, because the plugin only mints for an agent (an entity
-alias on the JWT mount named in its `config/identity`). The JWT mount
-trusts a key made here, so no attestor runs.
+keeps its own default revocation. The engines are OpenBao's built-in
+`database` engine and the plugin, plus optionally a second build of the
+plugin (a baseline), registered under its own catalog name. The creds
+reads of all use one token from a JWT login, because the plugin only mints
+for an agent (an entity alias on the JWT mount named in its
+`config/identity`). The JWT mount trusts a key made here, so no attestor
+runs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +41,8 @@ CREATION = [
 ]
 ROLE_TTLS = {"default_ttl": "1h", "max_ttl": "24h"}
 MOUNT_TTLS = {"default_lease_ttl": "1h", "max_lease_ttl": "24h"}
+# Engine name -> mount path of each build of the plugin.
+PLUGIN_MOUNTS = {"agent-bridge": "ours", "baseline": "baseline"}
 
 
 class VaultHttp:
@@ -73,23 +79,29 @@ class Servers:
 
 @contextlib.contextmanager
 def running_servers(
-    folder: Path, password_authentication: str, plugin_file: Path | None = None
+    folder: Path,
+    password_authentication: str,
+    plugin_file: Path | None = None,
+    baseline_file: Path | None = None,
 ) -> Iterator[Servers]:
-    """Start PostgreSQL and OpenBao in `folder`, configure both engines.
+    """Start PostgreSQL and OpenBao in `folder`, configure the engines.
 
     `password_authentication` is the connection's field of that name, the
-    same for both engines: `password` or `scram-sha-256`. `plugin_file` is a
+    same for every engine: `password` or `scram-sha-256`. `plugin_file` is a
     built plugin to measure; by default one is built from this checkout.
+    `baseline_file`, another build, becomes the engine `baseline`.
     """
-    built = plugin_file or _build_plugin(folder / "build")
+    files = {"agent-bridge": plugin_file or _build_plugin(folder / "build")}
+    if baseline_file is not None:
+        files["baseline"] = baseline_file
     pg = postgres.start(folder, free_port())
     bao = None
     try:
         bao = openbao.start(folder, free_port_pair())
-        sha256 = plugin.install(built, bao.plugin_dir, folder / "shiv")
         root = VaultHttp(bao.addr, bao.root_token)
-        paths = _configure(root, pg, sha256, folder / "shiv", password_authentication)
-        agent_token = _agent_token(root)
+        _register(root, files, bao.plugin_dir, folder / "shiv")
+        accessor, agent_token = _agent_login(root)
+        paths = _configure(root, pg, password_authentication, list(files), accessor)
         root.close()
         yield Servers(
             bao.addr, bao.root_token, agent_token, paths, bao.pid, pg.conninfo()
@@ -111,26 +123,37 @@ def _build_plugin(output_dir: Path) -> Path:
     return output_dir / "agent-bridge-plugin"
 
 
+def _register(
+    root: VaultHttp, files: dict[str, Path], plugin_dir: Path, shiv_root: Path
+) -> None:
+    """Copy each build into the plugin directory and register it by sha256."""
+    shiv_root.mkdir(mode=0o700, exist_ok=True)
+    for engine, built in files.items():
+        name = (
+            plugin.PLUGIN_NAME if engine == "agent-bridge" else f"agent-bridge-{engine}"
+        )
+        target = plugin_dir / name
+        shutil.copyfile(built, target)
+        target.chmod(0o755)
+        entry = {
+            "sha256": plugin.sha256_of(target),
+            "command": name,
+            "env": [f"SHIV_ROOT={shiv_root}"],
+        }
+        root.call("POST", f"sys/plugins/catalog/secret/{name}", entry)
+        mount = {"type": name, "config": MOUNT_TTLS}
+        root.call("POST", f"sys/mounts/{PLUGIN_MOUNTS[engine]}", mount)
+
+
 def _configure(
     root: VaultHttp,
     pg: postgres.Postgres,
-    sha256: str,
-    shiv_root: Path,
     password_authentication: str,
+    plugin_engines: list[str],
+    jwt_accessor: str,
 ) -> dict[str, str]:
-    root.call(
-        "POST",
-        f"sys/plugins/catalog/secret/{plugin.PLUGIN_NAME}",
-        {
-            "sha256": sha256,
-            "command": plugin.PLUGIN_NAME,
-            "env": [f"SHIV_ROOT={shiv_root}"],
-        },
-    )
+    """Configure the same connection and role on every engine; return creds paths."""
     root.call("POST", "sys/mounts/builtin", {"type": "database", "config": MOUNT_TTLS})
-    root.call(
-        "POST", "sys/mounts/ours", {"type": plugin.PLUGIN_NAME, "config": MOUNT_TTLS}
-    )
     connection = {
         "plugin_name": "postgresql-database-plugin",
         "connection_url": (
@@ -144,18 +167,27 @@ def _configure(
         "password_authentication": password_authentication,
     }
     role = {"db_name": "pg", "creation_statements": CREATION, **ROLE_TTLS}
-    for backend in ("builtin", "ours/database"):
+    backends = {"built-in": "builtin"}
+    for engine in plugin_engines:
+        mount = PLUGIN_MOUNTS[engine]
+        root.call(
+            "POST", f"{mount}/config/identity", {"jwt_mount_accessor": jwt_accessor}
+        )
+        backends[engine] = f"{mount}/database"
+    for backend in backends.values():
         root.call("POST", f"{backend}/config/pg", connection)
         root.call("POST", f"{backend}/roles/{ROLE}", role)
-    root.call("POST", f"ours/database/roles/{ROLE}", {"allowed_agents": AGENT})
-    return {
-        "built-in": f"builtin/creds/{ROLE}",
-        "agent-bridge": f"ours/database/creds/{ROLE}",
-    }
+    for engine in plugin_engines:
+        agents = {"allowed_agents": AGENT}
+        root.call("POST", f"{backends[engine]}/roles/{ROLE}", agents)
+    return {engine: f"{backend}/creds/{ROLE}" for engine, backend in backends.items()}
 
 
-def _agent_token(root: VaultHttp) -> str:
-    """Log in as AGENT on a JWT mount that trusts a key made here."""
+def _agent_login(root: VaultHttp) -> tuple[str, str]:
+    """Log in as AGENT on a JWT mount that trusts a key made here.
+
+    Returns the JWT mount's accessor and the login token.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -168,7 +200,7 @@ def _agent_token(root: VaultHttp) -> str:
     root.call("POST", "auth/jwt/config", jwt_config)
 
     policy = 'path "+/creds/*" { capabilities = ["read"] }\n'
-    policy += 'path "ours/database/creds/*" { capabilities = ["read"] }\n'
+    policy += 'path "+/database/creds/*" { capabilities = ["read"] }\n'
     root.call("POST", "sys/policies/acl/bench", {"policy": policy})
     role = {
         "role_type": "jwt",
@@ -179,11 +211,9 @@ def _agent_token(root: VaultHttp) -> str:
     }
     root.call("POST", "auth/jwt/role/bench", role)
 
-    accessor = root.call("GET", "sys/auth")["data"]["jwt/"]["accessor"]
-    root.call("POST", "ours/config/identity", {"jwt_mount_accessor": accessor})
-
     now = int(time.time())
     claims = {"sub": AGENT, "iss": "bench", "aud": "bench", "iat": now, "exp": now + 60}
     token = jwt.encode(claims, key, algorithm="ES256")
     login = root.call("POST", "auth/jwt/login", {"role": "bench", "jwt": token})
-    return str(login["auth"]["client_token"])
+    accessor = root.call("GET", "sys/auth")["data"]["jwt/"]["accessor"]
+    return str(accessor), str(login["auth"]["client_token"])
