@@ -4,8 +4,9 @@ grpcio's server cannot complete a TLS handshake with Vault's P-521
 certificate, so it would need a TLS relay in front of it, and each call
 would then cross the relay thread, grpcio's poller thread and a worker
 thread. This server terminates TLS with Python's `ssl` and parses HTTP/2
-on the connection's reader thread. That thread hands each complete call to
-a worker, which runs the method and writes the response itself.
+on the thread that reads the connection. When a call is complete, that
+thread wakes a worker to read on and runs the call itself, writing the
+response directly.
 
 Services are the grpcio generic handlers built by `rpc.service`, so
 handlers do not know which server runs them. The context passed to a
@@ -150,12 +151,27 @@ class GrpcServer:
                 return
             self._connections.add(connection)
         logger.debug("gRPC connection opened")
-        try:
-            connection.serve()
-        finally:
+        # A failed start closes the connection; read() then cleans up.
+        with contextlib.suppress(StreamClosedError):
+            connection.start()
+        self._read(connection)
+
+    def _read(self, connection: Connection) -> None:
+        """Read `connection` until a call is ready, then hand on reading and run it.
+
+        The call runs on the thread that read it, without a hand-off to a
+        worker. Another thread reads meanwhile, so a slow call or one that
+        waits for more frames (Setup waits for the broker stream) blocks
+        nothing.
+        """
+        stream = connection.read()
+        if stream is None:
             with self._lock:
                 self._connections.discard(connection)
             logger.debug("gRPC connection closed")
+            return
+        self._pool.submit(lambda: self._read(connection))
+        self._run(connection, stream, self._count(stream))
 
     def _lookup(self, method: str) -> Any:
         handler = self._methods.get(method)
@@ -168,13 +184,17 @@ class GrpcServer:
         return handler
 
     def _submit(self, connection: Connection, stream: Stream) -> None:
+        counted = self._count(stream)
+        self._pool.submit(lambda: self._run(connection, stream, counted))
+
+    def _count(self, stream: Stream) -> bool:
         # A stop waits for calls with one request; request streams, like the
         # broker's, last as long as the connection.
         counted = stream.requests is None
         if counted:
             with self._lock:
                 self._calls += 1
-        self._pool.submit(lambda: self._run(connection, stream, counted))
+        return counted
 
     def _run(self, connection: Connection, stream: Stream, counted: bool) -> None:
         try:

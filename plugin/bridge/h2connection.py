@@ -1,9 +1,10 @@
 """One HTTP/2 connection from Vault: frames in, streams, flow control, frames out.
 
-The connection's reader thread parses every frame and replies to the
+The thread that reads the connection parses every frame and replies to the
 connection-level ones (SETTINGS, PING) itself. A stream becomes a call once
-its request is complete (or at once when the method streams its requests);
-`on_call` hands it to a worker, and workers send responses through
+its request is complete (or at once when the method streams its requests).
+`read` returns a ready call to its thread, which hands reading on to another
+thread and runs the call itself. Calls send their responses through
 `send_unary`, `send_message` and `send_status`, which wait for flow-control
 window when the peer has not granted enough.
 """
@@ -79,34 +80,53 @@ class Connection:
         self._peer_initial_window = http2.DEFAULT_WINDOW
         self._peer_max_frame = http2.DEFAULT_MAX_FRAME_SIZE
         self._unacked = 0
+        self._buffer = bytearray()
+        self._preface_seen = False
+        self._ready: list[Stream] = []
         self.closed = False
 
     # --- reading --------------------------------------------------------------
 
-    def serve(self) -> None:
-        """Read and handle frames until the peer leaves or the connection fails."""
+    def start(self) -> None:
+        """Send this side's preface; call once, before `read`."""
+        self._send_preface()
+
+    def read(self) -> Stream | None:
+        """Read and handle frames until calls are ready or the connection ends.
+
+        Every ready call but the last goes to `on_call`; the last is returned
+        for the caller to run, after it has handed reading to another thread.
+        Returns None once the connection has ended; then it is closed.
+        Only one thread may read at a time.
+        """
         try:
-            self._send_preface()
-            buffer = bytearray()
-            preface_seen = False
             while data := self._transport.recv():
-                buffer += data
-                if not preface_seen:
-                    if len(buffer) < len(http2.PREFACE):
-                        continue
-                    if buffer[: len(http2.PREFACE)] != http2.PREFACE:
-                        raise ProtocolError("connection did not start with the preface")
-                    del buffer[: len(http2.PREFACE)]
-                    preface_seen = True
-                del buffer[: self._handle_frames(buffer)]
+                self._buffer += data
+                if not self._preface_seen and not self._take_preface():
+                    continue
+                del self._buffer[: self._handle_frames(self._buffer)]
+                if self._ready:
+                    ready, self._ready = self._ready, []
+                    for stream in ready[:-1]:
+                        self._on_call(self, stream)
+                    return ready[-1]
         except ProtocolError as err:
             logger.warning("closing an HTTP/2 connection", extra={"error": str(err)})
             self._try_send(http2.goaway(self._last_stream_id, err.code))
         except (OSError, StreamClosedError) as err:
             logger.debug("HTTP/2 connection ended", extra={"error": str(err)})
-        finally:
-            self._mark_closed()
-            self._transport.close()
+        self._mark_closed()
+        self._transport.close()
+        return None
+
+    def _take_preface(self) -> bool:
+        if len(self._buffer) < len(http2.PREFACE):
+            return False
+        if self._buffer[: len(http2.PREFACE)] != http2.PREFACE:
+            raise ProtocolError("connection did not start with the preface")
+        del self._buffer[: len(http2.PREFACE)]
+        self._preface_seen = True
+        return True
 
     def _handle_frames(self, buffer: bytearray) -> int:
         """Handle every complete frame in `buffer`; return the bytes consumed."""
@@ -175,7 +195,7 @@ class Connection:
             )
             return
         stream.body = bytearray(messages[0])
-        self._on_call(self, stream)
+        self._ready.append(stream)
 
     def _take_messages(self, stream: Stream) -> list[bytes]:
         body = stream.body
@@ -263,7 +283,7 @@ class Connection:
             self._streams[stream_id] = stream
         if stream.handler.request_streaming:
             stream.requests = queue.SimpleQueue()
-            self._on_call(self, stream)
+            self._ready.append(stream)
         if flags & http2.END_STREAM:
             stream.remote_closed = True
             self._request_complete(stream)
