@@ -157,3 +157,29 @@ def test_concurrent_mint_and_revoke(mount: Mount, pg_cluster: Cluster) -> None:
     assert len(set(names)) == 24
     assert not any(role_exists(pg_cluster, name) for name in names)
     assert mount.storage.list("database/live/") == []
+
+
+def test_concurrent_grants_on_one_database(mount: Mount, pg_cluster: Cluster) -> None:
+    # GRANT CONNECT ON DATABASE from concurrent mints, and DROP OWNED from
+    # concurrent revokes, update the database's one catalog row; PostgreSQL
+    # fails the loser with "tuple concurrently updated" unless it is retried.
+    configure(mount, pg_cluster, max_open_connections=8)
+    statements = [
+        "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+        "VALID UNTIL '{{expiration}}';",
+        'GRANT CONNECT ON DATABASE postgres TO "{{name}}";',
+        'GRANT USAGE ON SCHEMA public TO "{{name}}";',
+    ]
+    add_role(mount, "granting", creation_statements=statements)
+
+    def cycle(_: int) -> str:
+        response = mount.creds("granting", "dev")
+        assert response.secret is not None
+        mount.revoke(response.secret)
+        return str(response.data["username"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        names = list(pool.map(cycle, range(40)))
+
+    assert len(set(names)) == 40
+    assert not any(role_exists(pg_cluster, name) for name in names)

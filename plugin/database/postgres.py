@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +33,52 @@ DEFAULT_RENEW = "ALTER ROLE {{name}} VALID UNTIL {{expiration}}"
 DEFAULT_ROTATE_ROOT = "ALTER ROLE {{name}} WITH PASSWORD {{password}}"
 # pg_terminate_backend(pid, timeout) waits for the session to end (PostgreSQL 14+).
 _TERMINATE_WAIT_MS = 5000
+# Runs of one transaction when concurrent catalog updates keep failing it.
+_CONFLICT_ATTEMPTS = 5
 
 
 def run_statements(
     conn: psycopg.Connection[Any], statements: list[str], values: Mapping[str, str]
 ) -> None:
     """Render and run `statements` in one transaction, in one round trip."""
-    conn.execute(
-        _batch(render(query, values) for query in split_statements(statements))
+    _execute_batch(
+        conn, _batch(render(query, values) for query in split_statements(statements))
     )
+
+
+def _execute_batch(conn: psycopg.Connection[Any], batch: bytes) -> None:
+    """Run one implicit transaction, again when a concurrent one got in its way.
+
+    Concurrent GRANTs on one object, or DROP OWNED of roles holding
+    privileges on one object, update the same catalog row; PostgreSQL then
+    fails one transaction with "tuple concurrently updated" (XX000) instead
+    of waiting. The batch is one transaction that rolled back as a whole,
+    so running it again is safe.
+    """
+    import psycopg
+
+    for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+        try:
+            conn.execute(batch)
+            return
+        except psycopg.Error as err:
+            if attempt == _CONFLICT_ATTEMPTS or not _is_transient_conflict(err):
+                raise
+            logger.debug(
+                "retrying after a concurrent catalog update attempt=%d sqlstate=%s",
+                attempt,
+                err.sqlstate,
+            )
+            time.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311
+
+
+def _is_transient_conflict(err: Exception) -> bool:
+    state = getattr(err, "sqlstate", None)
+    if state in ("40001", "40P01"):  # serialization failure, deadlock
+        return True
+    diag = getattr(err, "diag", None)
+    primary = getattr(diag, "message_primary", "") or ""
+    return state == "XX000" and "concurrently updated" in primary
 
 
 def create_user(
@@ -57,7 +96,7 @@ def create_user(
     role = quote_identifier(values["name"])
     queries = [render(query, values) for query in split_statements(statements)]
     queries.append(f"COMMENT ON ROLE {role} IS {quote_literal(label)}")
-    conn.execute(_batch(queries))
+    _execute_batch(conn, _batch(queries))
 
 
 def _batch(queries: Iterable[str]) -> bytes:
@@ -93,14 +132,15 @@ def drop_user(
     owner = quote_identifier(owner_role) if owner_role else "CURRENT_USER"
     conn.execute(f"ALTER ROLE {role} NOLOGIN".encode())
     terminate_sessions(conn, username)
-    conn.execute(
+    _execute_batch(
+        conn,
         _batch(
             [
                 f"REASSIGN OWNED BY {role} TO {owner}",
                 f"DROP OWNED BY {role}",
                 f"DROP ROLE {role}",
             ]
-        )
+        ),
     )
     return True
 
