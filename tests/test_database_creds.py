@@ -65,6 +65,7 @@ def test_creds_login_and_revoke(mount: Mount, pg_cluster: Cluster) -> None:
 
     assert response.secret is not None
     assert "password" not in response.secret.internal_data
+    assert response.secret.internal_data["token_accessor"] == "accessor-dev"
     mount.revoke(response.secret)
     assert not role_exists(pg_cluster, data["username"])
 

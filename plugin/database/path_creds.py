@@ -195,7 +195,10 @@ class _CredsHandler:
             **mint.config.endpoint(mint.conninfo),
         }
         return self.secret.response(
-            data, _internal_data(mint), ttl=mint.ttl, max_ttl=mint.max_ttl
+            data,
+            _internal_data(mint, request.client_token_accessor),
+            ttl=mint.ttl,
+            max_ttl=mint.max_ttl,
         )
 
     def _roll_back(self, request: Request, mint: Mint, wal_id: str) -> None:
@@ -257,13 +260,18 @@ def _rollback_data(mint: Mint) -> dict[str, Any]:
     }
 
 
-def _internal_data(mint: Mint) -> dict[str, Any]:
-    """Return what revoke and renew need; never the password."""
+def _internal_data(mint: Mint, token_accessor: str) -> dict[str, Any]:
+    """Return what revoke and renew need, and their log lines; never the password.
+
+    Revoke requests carry no token, so the minting token's accessor is kept
+    here for the revoke log line, which joins it to the call's other records.
+    """
     return {
         "username": mint.username,
         "db_name": mint.db_name,
         "role": mint.role_name,
         "agent": mint.caller.agent,
+        "token_accessor": token_accessor,
         "revocation_statements": mint.role.revocation_statements,
         "renew_statements": mint.role.renew_statements,
         "owner_role": mint.config.owner_role,

@@ -53,11 +53,12 @@ class CredsSecret:
             )
         forget_live(request.storage, db_name, username)
         logger.info(
-            "credential revoked: role=%s agent=%s username=%s lease_id=%s existed=%s",
+            "credential revoked: role=%s agent=%s username=%s token_accessor=%s "
+            "existed=%s",
             internal.get("role"),
             internal.get("agent"),
             username,
-            request.secret.lease_id if request.secret else "",
+            internal.get("token_accessor", ""),
             existed,
         )
         return None
