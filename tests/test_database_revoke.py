@@ -120,7 +120,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        cluster.stop()
+        cluster.remove()
 
 
 def test_revoke_retries_after_outage(own_cluster: Cluster) -> None:

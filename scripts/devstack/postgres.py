@@ -264,6 +264,16 @@ def _create_demo(pg: Postgres) -> None:
     log.info("created database demo with table public.orders")
 
 
+def remove(state_dir: Path) -> None:
+    """Delete a stopped cluster's files, also when they live under /var/tmp."""
+    link = state_dir / "postgres"
+    if link.is_symlink():
+        shutil.rmtree(link.resolve(), ignore_errors=True)
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link, ignore_errors=True)
+
+
 def stop(pid: int, data_dir: Path) -> None:
     """Fast shutdown: SIGINT to the postmaster, then wait for it to go."""
     if not is_alive(pid):

@@ -108,12 +108,12 @@ def new_mount(system: FakeSystemView | None = None) -> Mount:
 
 @pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A PostgreSQL cluster for the whole session, stopped at the end."""
+    """A PostgreSQL cluster for the whole session, removed at the end."""
     cluster = start_cluster(tmp_path_factory.mktemp("pg"))
     try:
         yield cluster
     finally:
-        cluster.stop()
+        cluster.remove()
 
 
 @pytest.fixture

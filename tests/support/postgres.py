@@ -33,6 +33,11 @@ class Cluster:
     def stop(self) -> None:
         stack_postgres.stop(self.server.pid, self.server.data_dir)
 
+    def remove(self) -> None:
+        """Stop the cluster and delete its files."""
+        self.stop()
+        stack_postgres.remove(self.state_dir)
+
     def start(self) -> None:
         """Start again on the same port, with the same data."""
         self.server = stack_postgres.start(self.state_dir, self.port)
