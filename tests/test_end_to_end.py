@@ -72,6 +72,11 @@ def role_exists(stack: StackState, name: str) -> bool:
 
 def vault_status(stack: StackState, method: str, path: str, body: Any) -> int:
     """Status code of one root-token request to the stack's OpenBao."""
+    return vault_call(stack, method, path, body)[0]
+
+
+def vault_call(stack: StackState, method: str, path: str, body: Any) -> tuple[int, str]:
+    """Status code and body of one root-token request to the stack's OpenBao."""
     import urllib.error
     import urllib.request
 
@@ -83,9 +88,26 @@ def vault_status(stack: StackState, method: str, path: str, body: Any) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return int(response.status)
+            return int(response.status), response.read().decode()
     except urllib.error.HTTPError as err:
-        return err.code
+        return err.code, err.read().decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("default_ttl", "banana"),
+        ("max_ttl", "-5"),
+        ("allowed_agents", {"not": "a list"}),
+    ],
+)
+def test_invalid_role_field_is_400(stack: StackState, field: str, value: Any) -> None:
+    body = {"db_name": "demo", "creation_statements": ["SELECT 1"], field: value}
+    status, text = vault_call(stack, "PUT", "agent-creds/database/roles/invalid", body)
+    assert status == 400, text
+    assert field in text
+    status, _ = vault_call(stack, "GET", "agent-creds/database/roles/invalid", None)
+    assert status == 404  # nothing was written
 
 
 def test_psql_runs_with_its_own_role(stack: StackState) -> None:

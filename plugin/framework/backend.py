@@ -21,6 +21,7 @@ from plugin.framework.errors import (
     UnknownSecretError,
     WALRollbackError,
 )
+from plugin.framework.field_data import FieldData
 from plugin.framework.path import Path, help_response
 from plugin.framework.secret import SECRET_TYPE_KEY, SecretType
 from plugin.framework.wal import WAL_ROLLBACK_MIN_AGE, delete_wal, get_wal, list_wal
@@ -133,7 +134,11 @@ class FrameworkBackend:
         path, captures = self.route(request.path)
         if path.existence_check is None:
             return False, False
-        return True, path.existence_check(request, path.field_data(request, captures))
+        # Only the path's captures: OpenBao turns any error of an existence
+        # check into a 500, so an invalid body value must wait for the
+        # operation's handler, which rejects it with a 400 naming the field.
+        fields = FieldData(path.fields, {}, captures)
+        return True, path.existence_check(request, fields)
 
     def handle_request(self, request: Request) -> Response | None:
         operation = request.operation
