@@ -14,12 +14,19 @@ the machine hits every variant alike:
 Reported: median and the 10th-90th percentile spread of each, in ms, and the
 ratios that matter. `--state-dir` reuses a running stack (`.stack` of
 `scripts/dev-stack up`); without it a throwaway stack is started and stopped.
+
+By default agent-exec runs from a regular (non-editable) install of this
+checkout's wheel in a scratch virtualenv, as production installs are, with
+bytecode compiled by pip. `--install editable` times the project's own
+virtualenv instead, whose editable install adds an import hook to every
+start-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import statistics
@@ -27,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attestor
@@ -39,6 +46,7 @@ from devstack.openbao import bao_binary
 ROLE = "demo-readonly"
 CREDS = f"agent-creds/database/creds/{ROLE}"
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 BAO_SCRIPT = """\
 set -eu
@@ -59,12 +67,12 @@ def main() -> None:
         state = stack.load(args.state_dir.resolve())
         if state is None:
             sys.exit(f"no stack recorded in {args.state_dir}; run scripts/dev-stack up")
-        _run(state, args.rounds)
+        _run(state, args.rounds, args.install)
         return
     with tempfile.TemporaryDirectory(prefix="bench-agent-exec-") as folder:
         state = stack.up(Path(folder))
         try:
-            _run(state, args.rounds)
+            _run(state, args.rounds, args.install)
         finally:
             stack.down(Path(folder))
 
@@ -80,19 +88,55 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--state-dir", type=Path, help="reuse the stack recorded in this folder"
     )
+    parser.add_argument(
+        "--install",
+        choices=("regular", "editable"),
+        default="regular",
+        help="time agent-exec from a scratch regular install or from the "
+        "project's editable one (default: regular)",
+    )
     return parser.parse_args()
 
 
-def _run(state: stack.StackState, rounds: int) -> None:
-    # An installed wheel ships bytecode; this checkout may run with
-    # PYTHONDONTWRITEBYTECODE, which would recompile agent-exec on every call.
-    compileall.compile_dir(Path(attestor.__file__).parent, quiet=1)
+def _run(state: stack.StackState, rounds: int, install: str) -> None:
+    with _agent_exec_binary(install) as agent_exec:
+        print(f"agent-exec: {agent_exec} ({install} install)")
+        _run_rounds(state, rounds, agent_exec)
+
+
+@contextlib.contextmanager
+def _agent_exec_binary(install: str) -> Iterator[str]:
+    """Yield the agent-exec console script of the requested kind of install."""
+    if install == "editable":
+        # A wheel ships bytecode, but this checkout may run with
+        # PYTHONDONTWRITEBYTECODE, which would recompile on every call.
+        compileall.compile_dir(Path(attestor.__file__).parent, quiet=1)
+        yield str(BIN / "agent-exec")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-agent-exec-venv-") as folder:
+        scratch = Path(folder)
+        pip = [sys.executable, "-m", "pip", "--quiet"]
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", folder, ROOT],
+            check=True,
+        )
+        base_python = Path(sys.base_prefix) / "bin" / "python3"
+        venv = scratch / "venv"
+        subprocess.run([base_python, "-m", "venv", "--without-pip", venv], check=True)
+        wheel = next(scratch.glob("agent_bridge-*.whl"))
+        # agent-exec needs only the standard library, hence --no-deps.
+        subprocess.run(
+            [*pip, "--python", venv / "bin" / "python", "install", "--no-deps", wheel],
+            check=True,
+        )
+        yield str(venv / "bin" / "agent-exec")
+
+
+def _run_rounds(state: stack.StackState, rounds: int, agent_exec: str) -> None:
     env = _agent_env(state)
     variants: dict[str, Callable[[], float]] = {
         "true": lambda: _timed(["true"], env),
-        "agent-exec": lambda: _timed(
-            [str(BIN / "agent-exec"), "--role", ROLE, "--", "true"], env
-        ),
+        "agent-exec": lambda: _timed([agent_exec, "--role", ROLE, "--", "true"], env),
         "bao script": lambda: _timed(["sh", "-c", BAO_SCRIPT], env),
         "server-side": lambda: _server_side(state),
     }

@@ -10,7 +10,6 @@ failure that follows the login.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -29,6 +28,8 @@ from attestor.agent_exec.errors import (
     InterruptedBySignalError,
     UnavailableError,
 )
+from attestor.agent_exec.logs import configure as configure_logging
+from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.options import Options, parse_options
 from attestor.agent_exec.renew import Renewable, Renewer
 from attestor.agent_exec.revoke import RevocationReport, revoke_call
@@ -37,7 +38,7 @@ from attestor.agent_exec.vault import Lease, Login, VaultClient, VaultRequestErr
 from attestor.agent_exec.watchdog import Watchdog
 from attestor.client import AttestorError, IssuedToken, request_token
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Attestor failures that are a decision about the caller, not an outage.
 ATTESTOR_DENIALS = frozenset({"no_matching_agent", "process_changed", "bad_request"})
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     except ExecError as err:
         print(f"agent-exec: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    _configure_logging(options.verbose)
+    configure_logging(options.verbose)
 
     call = Call(options, inherited_ignored)
     code = call.execute()
@@ -296,18 +297,3 @@ def _set_non_dumpable() -> None:
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         error = os.strerror(ctypes.get_errno())
         log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", error)
-
-
-def _configure_logging(verbose: int) -> None:
-    level = (
-        logging.WARNING
-        if verbose == 0
-        else logging.INFO
-        if verbose == 1
-        else logging.DEBUG
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("agent-exec: %(message)s"))
-    root = logging.getLogger("attestor")
-    root.addHandler(handler)
-    root.setLevel(level)

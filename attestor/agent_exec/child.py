@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import time
@@ -28,9 +27,10 @@ from types import FrameType
 from typing import NoReturn
 
 from attestor.agent_exec.errors import ExitCode
+from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.tty import Terminal, foreground_terminal
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FORWARDED = (
     signal.SIGINT,

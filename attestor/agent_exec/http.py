@@ -9,7 +9,6 @@ JSON bodies, responses with `Content-Length` or chunked encoding.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -17,10 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from attestor.agent_exec.logs import get_logger
+
 if TYPE_CHECKING:
     import ssl
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
 # Go's net/http server closes idle connections after a while (Vault: 5 min by

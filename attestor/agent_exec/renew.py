@@ -10,15 +10,15 @@ it has reached its max TTL, which bounds the call.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.vault import VaultClient
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RETRY_DELAY = 2.0  # seconds between attempts after a failed renewal
 

@@ -10,13 +10,13 @@ ends at its lease's expiry, which Vault enforces and retries on its own.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.vault import VaultClient
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass

@@ -9,12 +9,13 @@ so a background agent-exec never takes the terminal from the shell.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from attestor.agent_exec.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ contain the token. Redirects, as an HA standby sends them, are followed.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +16,9 @@ from urllib.parse import quote, urlsplit
 
 from attestor.agent_exec.errors import DeniedError, ExecError, UnavailableError
 from attestor.agent_exec.http import HttpConnection, HttpError, HttpResponse
+from attestor.agent_exec.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # An HA standby may return a redirect (307) to the active node. The request
 # is then sent again there, with the same method, body and token.

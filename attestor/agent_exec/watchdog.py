@@ -18,7 +18,6 @@ nothing, and the lease TTL and the token TTL then bound the credentials.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -28,10 +27,11 @@ from typing import NoReturn
 
 from attestor.agent_exec.child import FORWARDED
 from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.revoke import revoke_call
 from attestor.agent_exec.vault import VaultClient
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # How long the watchdog keeps retrying Vault after agent-exec died.
 REVOKE_DEADLINE = 15.0
