@@ -12,8 +12,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from attestor.protocol import MAX_RESPONSE_BYTES, ErrorCode, Op
 
@@ -40,14 +39,16 @@ class AttestorError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
-class IssuedToken:
+class IssuedToken(NamedTuple):
     """A JWT issued for the calling process; `repr` leaves the token out."""
 
-    token: str = field(repr=False)
+    token: str
     agent: str
     jti: str
     expires_at: int
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(agent={self.agent!r}, jti={self.jti!r})"  # no JWT
 
 
 def request_token(

@@ -14,30 +14,29 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
 class AuditRecord:
     """Facts collected while the call runs; `as_dict` is what gets printed."""
 
-    started: float = field(default_factory=time.time)
-    call_id: str = ""
-    agent: str = ""
-    token_accessor: str = ""
-    attested: dict[str, Any] = field(default_factory=dict)
-    asserted: dict[str, Any] = field(default_factory=dict)
-    program: str = ""
-    roles: list[str] = field(default_factory=list)
-    lease_ids: list[str] = field(default_factory=list)
-    policies: list[str] = field(default_factory=list)
-    decision: str = "not_reached"
-    reason: str = ""
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    child: dict[str, Any] = field(default_factory=dict)
-    revocation: dict[str, Any] | None = None
-    exit_code: int | None = None
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.call_id = ""
+        self.agent = ""
+        self.token_accessor = ""
+        self.attested: dict[str, Any] = {}
+        self.asserted: dict[str, Any] = {}
+        self.program = ""
+        self.roles: list[str] = []
+        self.lease_ids: list[str] = []
+        self.policies: list[str] = []
+        self.decision = "not_reached"
+        self.reason = ""
+        self.timings_ms: dict[str, float] = {}
+        self.child: dict[str, Any] = {}
+        self.revocation: dict[str, Any] | None = None
+        self.exit_code: int | None = None
 
     def set_claims(self, jwt: str) -> None:
         """Copy the attested and asserted claims out of the (unverified) JWT."""

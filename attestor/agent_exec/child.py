@@ -22,9 +22,8 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import FrameType
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from attestor.agent_exec.errors import ExitCode
 from attestor.agent_exec.logs import get_logger
@@ -47,27 +46,29 @@ RESET_TO_DEFAULT = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGALRM, signal.SIGCH
 GROUP_POLL = 0.02  # seconds between checks for processes left in the group
 
 
-@dataclass
-class ChildSpec:
+class ChildSpec(NamedTuple):
     """The command to run: `program` is the resolved file, `argv[0]` the name typed."""
 
     program: str
     argv: list[str]
-    env: Mapping[str, str] = field(repr=False)
+    env: Mapping[str, str]
     kill_timeout: float = 5.0
     inherited_ignored: frozenset[int] = frozenset()
 
+    def __repr__(self) -> str:
+        return f"ChildSpec(program={self.program!r})"  # env contains the credentials
 
-@dataclass
+
 class ChildResult:
     """The command's end; `exit_code` follows the shell (128+N for signal N)."""
 
-    pid: int
-    status: int = 0
-    exec_error: str = ""
-    forwarded: list[str] = field(default_factory=list)
-    killed_after_timeout: bool = False
-    leftovers_killed: bool = False
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.status = 0
+        self.exec_error = ""
+        self.forwarded: list[str] = []
+        self.killed_after_timeout = False
+        self.leftovers_killed = False
 
     @property
     def exit_code(self) -> int:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from attestor.agent_exec.logs import get_logger
@@ -33,8 +32,7 @@ class HttpError(Exception):
     """The server could not be reached or sent a malformed response."""
 
 
-@dataclass(frozen=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     status: int
     body: bytes
     location: str = ""  # the Location header of a redirect

@@ -11,8 +11,7 @@ import argparse
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from attestor.agent_exec.errors import UsageError
 from attestor.protocol import DEFAULT_SOCKET_PATH, SOCKET_ENV, default_socket_path
@@ -41,8 +40,7 @@ environment:
 """
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     roles: list[str]
     command: list[str]
     vault_addr: str

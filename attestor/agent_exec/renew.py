@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 from attestor.agent_exec.errors import ExecError
 from attestor.agent_exec.logs import get_logger
@@ -23,16 +22,16 @@ log = get_logger(__name__)
 RETRY_DELAY = 2.0  # seconds between attempts after a failed renewal
 
 
-@dataclass
 class Renewable:
     """The token (empty `lease_id`) or one lease, with its TTL in seconds."""
 
-    lease_id: str
-    ttl: int
-    expires_at: float = 0.0
-    due_at: float = 0.0
-    renewals: int = 0
-    at_max_ttl: bool = False
+    def __init__(self, lease_id: str, ttl: int) -> None:
+        self.lease_id = lease_id
+        self.ttl = ttl
+        self.expires_at = 0.0
+        self.due_at = 0.0
+        self.renewals = 0
+        self.at_max_ttl = False
 
     @property
     def label(self) -> str:

@@ -10,8 +10,6 @@ ends at its lease's expiry, which Vault enforces and retries on its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from attestor.agent_exec.errors import ExecError
 from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.vault import VaultClient
@@ -19,14 +17,14 @@ from attestor.agent_exec.vault import VaultClient
 log = get_logger(__name__)
 
 
-@dataclass
 class RevocationReport:
     """The outcome of revoking each lease and the token."""
 
-    revoked: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    token_revoked: bool = False
-    token_error: str = ""
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.token_revoked = False
+        self.token_error = ""
 
     @property
     def ok(self) -> bool:

@@ -10,7 +10,7 @@ minted, so a role the policy does not grant fails with nothing to revoke.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from attestor.agent_exec.errors import DeniedError, UsageError
 from attestor.agent_exec.vault import VaultClient
@@ -20,8 +20,7 @@ KINDS = ("database", "aws")
 ROLE_NAME = re.compile(r"\w(([\w-]|\.)*\w)?", re.ASCII)
 
 
-@dataclass(frozen=True)
-class RoleSpec:
+class RoleSpec(NamedTuple):
     """A `--role` value; `kind` is empty until resolved."""
 
     name: str
@@ -31,8 +30,7 @@ class RoleSpec:
         return f"{self.kind}/{self.name}" if self.kind else self.name
 
 
-@dataclass(frozen=True)
-class Role:
+class Role(NamedTuple):
     """A role whose engine is known, with the path its credentials are read at."""
 
     kind: str

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from attestor.agent_exec.logs import get_logger
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Terminal:
+class Terminal(NamedTuple):
     """A terminal on `fd` whose foreground group was `own_pgrp` at start."""
 
     fd: int

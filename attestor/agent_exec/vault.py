@@ -1,4 +1,4 @@
-"""The Vault requests of one agent-exec call, over `exec_http`.
+"""The Vault requests of one agent-exec call, over `attestor.agent_exec.http`.
 
 Each method is one Vault API path. An unreachable Vault or a 5xx status
 raises `UnavailableError`, and a rejected request (4xx) raises `DeniedError`.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from attestor.agent_exec.errors import DeniedError, ExecError, UnavailableError
@@ -35,26 +34,30 @@ class VaultRequestError(DeniedError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Login:
+class Login(NamedTuple):
     """The token a JWT login returned; `token` is the secret part."""
 
-    token: str = field(repr=False)
+    token: str
     accessor: str
     ttl: int
     renewable: bool
     policies: tuple[str, ...]
     metadata: dict[str, str]
 
+    def __repr__(self) -> str:
+        return f"Login(accessor={self.accessor!r}, ttl={self.ttl})"  # no token
 
-@dataclass(frozen=True)
-class Lease:
+
+class Lease(NamedTuple):
     """A leased secret read from a creds path; `data` holds the credential."""
 
     lease_id: str
     ttl: int
     renewable: bool
-    data: dict[str, Any] = field(repr=False)
+    data: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"Lease(lease_id={self.lease_id!r}, ttl={self.ttl})"  # no secrets
 
 
 class VaultClient:
