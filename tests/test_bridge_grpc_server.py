@@ -234,6 +234,31 @@ def test_cancel_makes_context_inactive(
     assert recorder.cancelled.wait(5)
 
 
+def test_inline_calls_answer_beside_slow_call(folder: Path, recorder: Recorder) -> None:
+    server = GrpcServer(
+        recorder.handlers(),
+        max_workers=4,
+        tls_context=None,
+        run_inline=lambda method, body: method.endswith("/Echo"),
+    )
+    server.start(str(folder / "plugin.sock"))
+    with grpc.insecure_channel(f"unix:{folder / 'plugin.sock'}") as chan:
+        echo = unary(chan, "Echo")
+        sleep = unary(chan, "Sleep")
+        slow = threading.Thread(
+            target=lambda: sleep(StdioData(data=b"1.0"), timeout=10)
+        )
+        slow.start()
+        time.sleep(0.1)
+        replies = [echo(StdioData(data=b"%d" % n), timeout=10).data for n in range(50)]
+        # Sleep is not inline, so it must not hold up the reading of Echo.
+        sleep_still_running = slow.is_alive()
+        slow.join()
+    server.stop(0.5)
+    assert replies == [b"%d" % n for n in range(50)]
+    assert sleep_still_running
+
+
 def test_stop_waits_for_running_call(folder: Path, recorder: Recorder) -> None:
     server = GrpcServer(recorder.handlers(), max_workers=4, tls_context=None)
     server.start(str(folder / "plugin.sock"))

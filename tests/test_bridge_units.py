@@ -20,9 +20,11 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from plugin.bridge import convert, handshake, hclog, lifecycle
+from plugin.bridge.backend_service import BackendService
 from plugin.bridge.broker import Broker, BrokerError
 from plugin.bridge.pb import backend_pb2, go_plugin_pb2
 from plugin.logical import ErrorKind, LeaseOptions, Operation, Response, Secret
+from tests.plugin_fixtures.echo_backend import EchoBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 # Go's layout "2006-01-02T15:04:05.000000Z07:00", which go-plugin parses.
@@ -233,6 +235,29 @@ def test_response_without_secret() -> None:
     assert json.loads(message.data) == {"a": [1]}
     assert list(message.warnings) == ["w"]
     assert not message.HasField("secret")
+
+
+@pytest.mark.parametrize(
+    ("method", "operation", "inline"),
+    [
+        ("/pb.Backend/HandleRequest", "resolve-path", True),
+        ("/pb.Backend/HandleRequest", "read", False),
+        ("/pb.Backend/HandleExistenceCheck", "resolve-path", False),
+    ],
+)
+def test_only_resolve_path_runs_inline(
+    tmp_path: Path, method: str, operation: str, inline: bool
+) -> None:
+    service = BackendService(EchoBackend, Broker(tmp_path, None), "v0")
+    args = backend_pb2.HandleRequestArgs(
+        request=backend_pb2.Request(operation=operation, path="ping")
+    )
+    assert service.runs_inline(method, args.SerializeToString()) is inline
+
+
+def test_garbage_request_does_not_run_inline(tmp_path: Path) -> None:
+    service = BackendService(EchoBackend, Broker(tmp_path, None), "v0")
+    assert not service.runs_inline("/pb.Backend/HandleRequest", b"\xff\xff")
 
 
 def test_broker_announcement_after_dial(tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def _start(
         [broker.handler(), *backends.handlers(), *housekeeping.handlers()],
         max_workers=MAX_WORKERS,
         tls_context=None if mtls is None else mtls.server,
+        run_inline=backends.runs_inline,
     )
     server.start(advertised)
     _set_socket_group(advertised, work_dir)
