@@ -10,12 +10,13 @@ failure that follows the login.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from attestor.agent_exec.audit import AuditRecord, Stopwatch
 from attestor.agent_exec.child import FORWARDED, ChildResult, ChildRunner, ChildSpec
@@ -251,7 +252,21 @@ def main(argv: list[str] | None = None) -> None:
     code = call.execute()
     if options.json:
         print(call.record.to_json(), file=sys.stderr, flush=True)
-    sys.exit(code)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process with `code`, skipping the interpreter's finalisation.
+
+    By now the command has exited, the leases and the token are revoked, the
+    renewal thread has stopped and the watchdog has been reaped, so the
+    finalisation would only free memory: about 6 ms of every call.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # A closed or broken stdio stream has nothing left to flush.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _print_revocation_failure(report: RevocationReport, command_code: int) -> None:
