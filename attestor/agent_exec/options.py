@@ -69,12 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
         usage="agent-exec --role NAME [--role NAME ...] [options] -- COMMAND [ARG ...]",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_help_formatter,
     )
     _add_call_options(parser.add_argument)
     _add_vault_options(parser.add_argument)
     _add_run_options(parser.add_argument)
     return parser
+
+
+def _help_formatter(prog: str) -> argparse.HelpFormatter:
+    """Return argparse's formatter, sized to the terminal without `shutil`.
+
+    argparse builds a formatter for every `add_argument`, and its default
+    width lookup imports `shutil`, which with bz2 and lzma costs about 2 ms
+    of each call. The width follows the same rule: $COLUMNS, else the
+    terminal on stdout, else 80 columns.
+    """
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(1).columns  # stdout
+        except (ValueError, OSError):
+            columns = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=columns - 2)
 
 
 def _add_call_options(add: Callable[..., object]) -> None:
