@@ -221,3 +221,48 @@ def test_undeclared_user_mints_nothing(stack: StackState, stranger: str) -> None
     result = run_as_stranger(stack, stranger, code)
     assert result.returncode == 77, result.stderr  # denied
     assert "no agent matches process" in result.stderr
+
+
+def test_escaped_descendant_gets_no_jwt(stack: StackState, tmp_path: Path) -> None:
+    # The subshell exits at once, orphaning the setsid'd Python client:
+    # with agent-exec as its subreaper, agent-exec stays its ancestor.
+    out = tmp_path / "escaped.txt"
+    code = (
+        "import os, time\n"
+        "from attestor.client import AttestorError, request_token\n"
+        "time.sleep(0.5)\n"
+        "try:\n"
+        "    request_token(os.environ['SOCKET'])\n"
+        "    print('issued', os.getppid())\n"
+        "except AttestorError as err:\n"
+        "    print(err.code, os.getppid(), err)\n"
+    )
+    script = f'(setsid "$PY" -c "$CODE" > {out} 2>&1 &); sleep 3'
+    result = subprocess.run(
+        [str(BIN / "agent-exec"), "--role", "demo-readonly", "--", "sh", "-c", script],
+        env={
+            **agent_env(stack),
+            "PY": sys.executable,
+            "CODE": code,
+            "SOCKET": stack.attestor_socket,
+            "PYTHONPATH": str(ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.startswith("no_matching_agent "), text
+    assert "descends from agent-exec" in text
+
+
+def test_escaped_descendant_is_killed(stack: StackState, tmp_path: Path) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    script = f"(setsid sh -c 'echo $$ > {pid_file}; exec sleep 60' &); sleep 0.5"
+    result = run_agent_exec(stack, "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -44,6 +44,7 @@ log = get_logger(__name__)
 # Attestor failures that are a decision about the caller, not an outage.
 ATTESTOR_DENIALS = frozenset({"no_matching_agent", "process_changed", "bad_request"})
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 T = TypeVar("T")
 
 
@@ -88,7 +89,7 @@ class Call:
         specs = [parse_role(value) for value in options.roles]
 
         issued = self._attest()
-        _set_non_dumpable()
+        _harden_process()
         vault = VaultClient(options.vault_addr, namespace=options.namespace)
         self.vault = vault
         self.login = self._login(vault, issued)
@@ -173,6 +174,7 @@ class Call:
             env=child_environ(os.environ, credentials),
             kill_timeout=options.kill_timeout,
             inherited_ignored=self.inherited_ignored,
+            keep_pids=frozenset([self.watchdog.pid] if self.watchdog else []),
         )
         runner = ChildRunner(spec)
         self.child = runner.run(on_forked=self._on_forked)
@@ -300,11 +302,15 @@ def _set_signal_handlers(
         signal.signal(signum, handler)
 
 
-def _set_non_dumpable() -> None:
-    """Keep same-uid processes, the command included, out of our memory and /proc.
+def _harden_process() -> None:
+    """Become non-dumpable and the reaper of every orphaned descendant.
 
-    Called only after the attestor returned the JWT, because the attestor reads
-    this process's /proc entries to identify it.
+    Non-dumpable keeps same-uid processes, the command included, out of our
+    memory and /proc; it is set only after the attestor returned the JWT,
+    because the attestor reads this process's /proc entries to identify it.
+    As child subreaper, a descendant that double-forks or calls setsid stays
+    our descendant, so the attestor still sees agent-exec among its
+    ancestors and refuses it a JWT, and `ChildRunner` can kill it at the end.
     """
     import ctypes  # 2 ms; needed only here
 
@@ -312,3 +318,6 @@ def _set_non_dumpable() -> None:
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         error = os.strerror(ctypes.get_errno())
         log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", error)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        error = os.strerror(ctypes.get_errno())
+        log.warning("prctl(PR_SET_CHILD_SUBREAPER, 1) failed: %s", error)

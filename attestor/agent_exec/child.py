@@ -44,6 +44,8 @@ TERMINATING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SI
 # Python ignores SIGPIPE and SIGXFSZ itself; a command expects the defaults.
 RESET_TO_DEFAULT = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGALRM, signal.SIGCHLD)
 GROUP_POLL = 0.02  # seconds between checks for processes left in the group
+# Rounds of killing orphans: each round reaches one more generation.
+ORPHAN_ROUNDS = 50
 
 
 class ChildSpec(NamedTuple):
@@ -54,6 +56,8 @@ class ChildSpec(NamedTuple):
     env: Mapping[str, str]
     kill_timeout: float = 5.0
     inherited_ignored: frozenset[int] = frozenset()
+    # Our own children that are not the command's (the watchdog).
+    keep_pids: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return f"ChildSpec(program={self.program!r})"  # env contains the credentials
@@ -117,6 +121,7 @@ class ChildRunner:
         if self._terminal is not None:
             self._terminal.take_back()
         self._end_group()
+        self._end_orphans()
         return self.result
 
     def _fork(self, old_mask: Iterable[int]) -> None:
@@ -201,6 +206,46 @@ class ChildRunner:
         log.warning("sending SIGKILL to processes left in pgid=%d", pgid)
         self.result.leftovers_killed = True
         _kill_group(pgid, signal.SIGKILL)
+
+    def _end_orphans(self) -> None:
+        """Kill and reap descendants that left the command's process group.
+
+        agent-exec is their subreaper, so each one that outlived its parent
+        is now our child. Killing one hands its own children to us, hence
+        the loop.
+        """
+        for _ in range(ORPHAN_ROUNDS):
+            orphans = _children_of(os.getpid()) - self.spec.keep_pids
+            if not orphans:
+                return
+            log.warning(
+                "killing processes that left the command's group: %s", sorted(orphans)
+            )
+            self.result.leftovers_killed = True
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in orphans:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+
+
+def _children_of(parent: int) -> set[int]:
+    """Return the pids whose parent is `parent`, read from /proc/PID/stat."""
+    children = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name in parentheses may contain spaces and ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == parent:
+            children.add(int(entry.name))
+    return children
 
 
 def _child_main(
