@@ -180,6 +180,15 @@ def test_options_need_vault_address(monkeypatch: pytest.MonkeyPatch) -> None:
         parse_options(["--role", "demo", "--", "true"])
 
 
+@pytest.mark.parametrize("address", ["banana", "ftp://vault:8200", "http://"])
+def test_options_reject_invalid_vault_address(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", address)
+    with pytest.raises(UsageError, match="invalid Vault address"):
+        parse_options(["--role", "demo", "--", "true"])
+
+
 def test_options_reject_negative_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
     with pytest.raises(UsageError, match="must be 0 or more seconds"):

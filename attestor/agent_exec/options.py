@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Callable
 from typing import NamedTuple, NoReturn
+from urllib.parse import urlsplit
 
 from attestor.agent_exec.errors import UsageError
 from attestor.protocol import DEFAULT_SOCKET_PATH, SOCKET_ENV, default_socket_path
@@ -196,6 +197,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
     )
     if not vault_addr:
         raise UsageError("no Vault address: pass --vault-addr or set VAULT_ADDR")
+    parts = urlsplit(vault_addr)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"invalid Vault address {vault_addr!r}: expected http://HOST:PORT or "
+            "https://HOST:PORT in --vault-addr or VAULT_ADDR"
+        )
     return Options(
         roles=list(args.roles),
         command=command,
