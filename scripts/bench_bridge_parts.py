@@ -21,8 +21,8 @@ import grpc
 from plugin.bridge import handshake, rpc, tls
 from plugin.bridge.dispatch import Dispatcher
 from plugin.bridge.pb import backend_pb2, go_plugin_pb2
-from plugin.bridge.tlsproxy import TlsProxy
 from tests.plugin_fixtures.echo_backend import EchoBackend
+from tests.plugin_fixtures.tls_relay import TlsRelay
 from tests.test_bridge_tls import vault_identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,8 +57,8 @@ class DirectPlugin:
         fields = self.process.stdout.readline().strip().split("|")
 
         # grpcio cannot present Vault's P-521 certificate, so with TLS it
-        # dials through the bridge's own outbound relay.
-        self.proxy: TlsProxy | None = None
+        # dials through a relay that does.
+        self.relay: TlsRelay | None = None
         target = fields[3]
         if with_tls:
             target = self._relay(folder, fields[3], fields[5])
@@ -71,11 +71,10 @@ class DirectPlugin:
     def _relay(self, folder: Path, address: str, cert_b64: str) -> str:
         der = base64.b64decode(cert_b64 + "=" * (-len(cert_b64) % 4))
         plugin_pem = ssl.DER_cert_to_PEM_cert(der)
-        self.proxy = TlsProxy(tls.client_context(self.vault, plugin_pem, folder))
-        self.proxy.start()
-        relay = str(folder / "bench-relay.sock")
-        self.proxy.dial_tls(relay, address)
-        return relay
+        context = tls.client_context(self.vault, plugin_pem, folder)
+        relay = folder / "bench-relay.sock"
+        self.relay = TlsRelay(relay, Path(address), context)
+        return str(relay)
 
     def _start_broker(self) -> None:
         def announcements() -> Iterator[go_plugin_pb2.ConnInfo]:
@@ -117,8 +116,8 @@ class DirectPlugin:
         self.channel.close()
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=10)
-        if self.proxy is not None:
-            self.proxy.stop()
+        if self.relay is not None:
+            self.relay.close()
 
 
 def bench_dispatch(count: int) -> list[float]:

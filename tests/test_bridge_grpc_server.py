@@ -1,8 +1,8 @@
 """The plugin's own gRPC server, driven by grpcio's client (an independent
 HTTP/2 and gRPC implementation) over unix sockets, with and without TLS.
 
-With TLS, the client side is grpcio behind the bridge's outbound relay,
-which presents a P-521 certificate as Vault's go-plugin does.
+With TLS, the client side is grpcio behind a test relay that presents a
+P-521 certificate, as Vault's go-plugin does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pytest
 from plugin.bridge import rpc, tls, transport
 from plugin.bridge.grpc_server import GrpcServer
 from plugin.bridge.pb.go_plugin_pb2 import ConnInfo, StdioData
-from plugin.bridge.tlsproxy import TlsProxy
+from tests.plugin_fixtures.folders import socket_folder
+from tests.plugin_fixtures.tls_relay import TlsRelay
 from tests.test_bridge_tls import vault_identity
 
 SERVICE = "test.Bridge"
@@ -98,13 +99,7 @@ def unary(channel: grpc.Channel, method: str) -> rpc.UnaryCall[StdioData, StdioD
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Iterator[Path]:
-    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be long.
-    path = Path(f"/tmp/bridge-grpc-{os.getpid()}-{tmp_path.name[-8:]}")
-    path.mkdir(mode=0o700)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
+    yield from socket_folder(tmp_path, "bridge-grpc")
 
 
 @pytest.fixture
@@ -130,15 +125,14 @@ def channel(
     relay = None
     if with_tls:
         # The relay dials the server as Vault would: P-521 client certificate.
-        relay = TlsProxy(tls.client_context(vault, plugin.cert_pem.decode(), folder))
-        relay.start()
-        relay.dial_tls(str(folder / "relay.sock"), str(target))
+        context = tls.client_context(vault, plugin.cert_pem.decode(), folder)
+        relay = TlsRelay(folder / "relay.sock", target, context)
         target = folder / "relay.sock"
     with grpc.insecure_channel(f"unix:{target}", options=rpc.CHANNEL_OPTIONS) as chan:
         yield chan
     server.stop(0.5)
     if relay is not None:
-        relay.stop()
+        relay.close()
 
 
 def test_unary_round_trip(channel: grpc.Channel) -> None:

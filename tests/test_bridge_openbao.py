@@ -57,7 +57,7 @@ def test_kv_roundtrip_through_plugin(bao: OpenBao) -> None:
     assert missing.value.status == 404
 
 
-def test_large_value_crosses_both_relays(bao: OpenBao) -> None:
+def test_large_value_round_trip(bao: OpenBao) -> None:
     # 6 MiB is above gRPC's default 4 MiB message limit, in the request to
     # the plugin, in the storage put and get through the broker, and back.
     big = "x" * (6 * 1024 * 1024)

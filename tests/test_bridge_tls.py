@@ -1,8 +1,8 @@
-"""The outbound TLS relay with a P-521 peer certificate, as Vault's go-plugin makes.
+"""TLS with a P-521 peer certificate, as Vault's go-plugin makes.
 
-grpcio cannot do this handshake, which is why the relay exists. These tests
-drive it with Python ssl peers and plain echo servers on unix sockets.
-`vault_identity` also serves the tests of the plugin's own gRPC server.
+grpcio cannot do this handshake, which is why the bridge does TLS with
+Python's ssl. `vault_identity` serves the tests of the plugin's own gRPC
+server and client, and the benchmark.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import datetime
 import os
 import socket
 import ssl
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from plugin.bridge import tls
-from plugin.bridge.tlsproxy import TlsProxy
+from plugin.bridge.grpc_server import GrpcServer
+from tests.plugin_fixtures.folders import socket_folder
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -73,92 +73,27 @@ def vault_context(
     return context
 
 
-def serve_unix(path: Path, wrap: Callable[[socket.socket], socket.socket]) -> None:
-    """Echo every byte back on each connection to `path`, in threads."""
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(path))
-    listener.listen()
-
-    def echo(conn: socket.socket) -> None:
-        try:
-            peer = wrap(conn)
-        except OSError:
-            conn.close()
-            return
-        with peer:
-            try:
-                while data := peer.recv(65536):
-                    peer.sendall(data)
-            except OSError:
-                return
-
-    def accept() -> None:
-        while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-
-
-def exchange(sock: socket.socket, payload: bytes) -> bytes:
-    """Send `payload` from a thread while reading the same number of bytes."""
-    sender = threading.Thread(target=sock.sendall, args=(payload,))
-    sender.start()
-    received = bytearray()
-    while len(received) < len(payload):
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            break
-        received += chunk
-    sender.join()
-    return bytes(received)
-
-
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be long.
-    path = Path(f"/tmp/bridge-tls-{os.getpid()}-{tmp_path.name[-8:]}")
-    path.mkdir(mode=0o700)
-    return path
+def folder(tmp_path: Path) -> Iterator[Path]:
+    yield from socket_folder(tmp_path, "bridge-tls")
 
 
-@pytest.fixture
-def proxy(folder: Path) -> Iterator[tuple[TlsProxy, tls.Identity, tls.Identity]]:
+def test_server_selects_alpn_h2_for_vault(folder: Path) -> None:
     vault = vault_identity()
     plugin = tls.generate_identity()
-    relay = TlsProxy(tls.client_context(plugin, vault.cert_pem.decode(), folder))
-    relay.start()
-    yield relay, vault, plugin
-    relay.stop()
-    for child in folder.iterdir():
-        child.unlink()
-    folder.rmdir()
-
-
-def test_outbound_plaintext_relays_to_tls(
-    proxy: tuple[TlsProxy, tls.Identity, tls.Identity], folder: Path
-) -> None:
-    relay, vault, plugin = proxy
-    server_context = vault_context(ssl.PROTOCOL_TLS_SERVER, vault, plugin, folder)
-    serve_unix(
-        folder / "vault.sock",
-        lambda conn: server_context.wrap_socket(conn, server_side=True),
+    server = GrpcServer(
+        [],
+        max_workers=2,
+        tls_context=tls.server_context(plugin, vault.cert_pem.decode(), folder),
     )
-    relay.dial_tls(str(folder / "relay.sock"), str(folder / "vault.sock"))
-
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.connect(str(folder / "relay.sock"))
-        assert exchange(conn, PAYLOAD) == PAYLOAD
-
-
-def test_removed_listener_deletes_socket(
-    proxy: tuple[TlsProxy, tls.Identity, tls.Identity], folder: Path
-) -> None:
-    relay, _, _ = proxy
-    relay.dial_tls(str(folder / "relay.sock"), str(folder / "nowhere.sock"))
-    assert (folder / "relay.sock").exists()
-
-    relay.remove_listener(str(folder / "relay.sock"))
-
-    relay.stop()
-    assert not (folder / "relay.sock").exists()
+    server.start(str(folder / "plugin.sock"))
+    context = vault_context(ssl.PROTOCOL_TLS_CLIENT, vault, plugin, folder)
+    try:
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(folder / "plugin.sock"))
+            with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                # grpc-go refuses a connection whose server selected no ALPN.
+                assert conn.selected_alpn_protocol() == "h2"
+                assert conn.version() == "TLSv1.3"
+    finally:
+        server.stop(0.5)

@@ -10,18 +10,17 @@ or after `Setup`, so announcements are kept by id until a dial takes them.
 from __future__ import annotations
 
 import logging
-import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
 from plugin.bridge import rpc
+from plugin.bridge.h2client import BrokerChannel
 from plugin.bridge.pb import go_plugin_pb2
-from plugin.bridge.tlsproxy import TlsProxy
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +37,21 @@ class BrokerError(Exception):
 
 @dataclass
 class BrokerConnection:
-    """A channel to one of Vault's broker servers and its relay socket."""
+    """A channel to one of Vault's broker servers."""
 
     service_id: int
-    channel: grpc.Channel
-    relay_path: str | None
+    channel: BrokerChannel
 
 
 class Broker:
-    """Receive broker announcements and open channels to them."""
+    """Receive broker announcements and open channels to them.
 
-    def __init__(self, work_dir: Path, proxy: TlsProxy | None) -> None:
-        self._work_dir = work_dir
-        self._proxy = proxy
+    `tls_context` is the client context that trusts only Vault's
+    certificate, or None when Vault passed no certificate.
+    """
+
+    def __init__(self, tls_context: ssl.SSLContext | None) -> None:
+        self._tls_context = tls_context
         self._announced: dict[int, tuple[go_plugin_pb2.ConnInfo, float]] = {}
         self._changed = threading.Condition()
 
@@ -106,22 +107,12 @@ class Broker:
                 f"broker service {service_id} is on network {info.network!r}; "
                 "this plugin only dials unix sockets"
             )
-        relay_path: str | None = None
-        target = info.address
-        if self._proxy is not None:
-            relay_path = str(
-                self._work_dir / f"broker-{service_id}-{secrets.token_hex(4)}.sock"
-            )
-            self._proxy.dial_tls(relay_path, info.address)
-            target = relay_path
-        channel = grpc.insecure_channel(f"unix:{target}", options=rpc.CHANNEL_OPTIONS)
-        return BrokerConnection(service_id, channel, relay_path)
+        channel = BrokerChannel(info.address, self._tls_context)
+        return BrokerConnection(service_id, channel)
 
     def close(self, connection: BrokerConnection) -> None:
-        """Close a broker channel and its relay socket."""
+        """Close a broker channel."""
         connection.channel.close()
-        if self._proxy is not None and connection.relay_path is not None:
-            self._proxy.remove_listener(connection.relay_path)
 
     def _wait_for(self, service_id: int, timeout: float) -> go_plugin_pb2.ConnInfo:
         deadline = time.monotonic() + timeout

@@ -29,7 +29,8 @@ from typing import Any, NoReturn
 import grpc
 
 from plugin.bridge import rpc
-from plugin.bridge.h2connection import Connection, Stream, StreamClosedError
+from plugin.bridge.h2connection import Connection, Stream
+from plugin.bridge.h2session import StreamClosedError
 from plugin.bridge.transport import PlainTransport, TlsTransport, TransportClosedError
 from plugin.bridge.workers import WorkerPool
 

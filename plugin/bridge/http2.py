@@ -10,6 +10,7 @@ bytes and trailers are two literal fields.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 
 import hpack
@@ -44,7 +45,6 @@ PRIORITY_FLAG = 0x20
 SETTINGS_HEADER_TABLE_SIZE = 0x1
 SETTINGS_ENABLE_PUSH = 0x2
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
-SETTINGS_MAX_FRAME_SIZE = 0x5
 SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 
 
@@ -184,14 +184,40 @@ def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     return bytes(out)
 
 
+def _string(value: bytes) -> bytes:
+    return _hpack_int(len(value), 7) + value
+
+
 def _literal(name: bytes, value: bytes) -> bytes:
     """Encode a field as a literal without indexing, with a literal name."""
-    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+    return b"\x00" + _string(name) + _string(value)
 
 
-# ":status: 200" is entry 8 of the static table; "content-type" is entry 31,
-# sent as a literal without indexing that refers to that name.
-RESPONSE_HEADERS = b"\x88" + _hpack_int(31, 4) + _hpack_int(16, 7) + b"application/grpc"
+def _named(index: int, value: bytes) -> bytes:
+    """Encode a literal without indexing whose name is static table entry `index`."""
+    return _hpack_int(index, 4) + _string(value)
+
+
+# ":status: 200" is entry 8 of the static table, sent as an indexed field
+# (high bit set); "content-type" is entry 31.
+RESPONSE_HEADERS = b"\x88" + _named(31, b"application/grpc")
+
+
+@functools.lru_cache(maxsize=64)
+def request_headers(path: str, tls: bool) -> bytes:
+    """Return the header block of a gRPC request for the method `path`."""
+    # Static entries: 3 ":method: POST", 6 and 7 ":scheme: http/https",
+    # 4 ":path", 1 ":authority", 31 "content-type".
+    return (
+        b"\x83"
+        + (b"\x87" if tls else b"\x86")
+        + _named(4, path.encode())
+        + _named(1, b"localhost")
+        + _named(31, b"application/grpc")
+        + _literal(b"te", b"trailers")
+    )
+
+
 _MESSAGE_LIMIT = 4096
 
 

@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 WORK_DIR_PREFIX = "agent-bridge-plugin-"
 PARENT_POLL_SECONDS = 0.5
-# Linux limits a unix socket path to 107 bytes; the longest socket name in
-# the work folder is a broker relay, "broker-<uint32>-<8 hex>.sock".
+# Linux limits a unix socket path to 107 bytes; the work folder contains
+# one socket, the one Vault dials.
 _MAX_SOCKET_PATH = 107
-_LONGEST_SOCKET_NAME = len("broker-4294967295-0123abcd.sock")
+_LONGEST_SOCKET_NAME = len("plugin.sock")
 _FALLBACK_BASE = "/tmp"  # noqa: S108 - used only when the configured base is too long
 _WORK_DIR_PATTERN = re.compile(re.escape(WORK_DIR_PREFIX) + r"(\d+)-")
 

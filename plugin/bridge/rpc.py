@@ -9,7 +9,7 @@ request and response types visible to mypy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -69,11 +69,23 @@ def service(name: str, methods: dict[str, MethodHandler]) -> ServiceHandler:
     return grpc.method_handlers_generic_handler(name, methods)
 
 
+class Channel(Protocol):
+    """The channel interface `UnaryCall` uses, offered by `grpc.Channel` and
+    `h2client.BrokerChannel`."""
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes],
+        response_deserializer: Callable[[bytes], Any],
+    ) -> Callable[..., Any]: ...
+
+
 class UnaryCall(Generic[RequestT, ResponseT]):
     """A client method `/package.Service/Method` on one channel."""
 
     def __init__(
-        self, channel: grpc.Channel, method: str, response_type: type[ResponseT]
+        self, channel: Channel, method: str, response_type: type[ResponseT]
     ) -> None:
         self._call = channel.unary_unary(
             method,
@@ -83,6 +95,12 @@ class UnaryCall(Generic[RequestT, ResponseT]):
 
     def __call__(self, request: RequestT, *, timeout: float | None = None) -> ResponseT:
         return cast(ResponseT, self._call(request, timeout=timeout))
+
+
+def status_code(err: grpc.RpcError) -> grpc.StatusCode | None:
+    """Return the status of a failed call, from grpcio or the broker channel."""
+    code = getattr(err, "code", None)
+    return code() if callable(code) else None
 
 
 def _serialize(message: Any) -> bytes:

@@ -22,7 +22,6 @@ from plugin.bridge.backend_service import BackendService
 from plugin.bridge.broker import Broker
 from plugin.bridge.grpc_server import GrpcServer
 from plugin.bridge.services import HousekeepingServices
-from plugin.bridge.tlsproxy import TlsProxy
 from plugin.bridge.version import plugin_version
 from plugin.logical import Backend
 
@@ -37,7 +36,6 @@ STOP_GRACE_SECONDS = 1.0
 @dataclass
 class _Running:
     server: GrpcServer
-    proxy: TlsProxy | None
     backends: BackendService
     housekeeping: HousekeepingServices
 
@@ -77,13 +75,7 @@ def _start(
 ) -> _Running:
     advertised = str(work_dir / "plugin.sock")
     mtls = _mutual_tls(work_dir)
-    # The relay carries only the broker's channels out to Vault; Vault's
-    # calls reach GrpcServer, which terminates their TLS itself.
-    proxy = None if mtls is None else TlsProxy(mtls.client)
-    if proxy is not None:
-        proxy.start()
-
-    broker = Broker(work_dir, proxy)
+    broker = Broker(None if mtls is None else mtls.client)
     version = plugin_version()
     backends = BackendService(factory, broker, version)
     housekeeping = HousekeepingServices(life.request_stop)
@@ -103,7 +95,7 @@ def _start(
         "plugin started",
         extra={"address": advertised, "pid": os.getpid(), "version": version},
     )
-    return _Running(server, proxy, backends, housekeeping)
+    return _Running(server, backends, housekeeping)
 
 
 @dataclass
@@ -131,8 +123,6 @@ def _stop(running: _Running) -> None:
     running.housekeeping.stopping.set()
     running.server.stop(STOP_GRACE_SECONDS)
     running.backends.cleanup_all()
-    if running.proxy is not None:
-        running.proxy.stop()
 
 
 def _set_socket_group(socket_path: str, work_dir: Path) -> None:

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.message import Message
 
 from plugin.bridge.pb import backend_pb2
-from plugin.bridge.rpc import UnaryCall
+from plugin.bridge.rpc import Channel, UnaryCall, status_code
 from plugin.logical import ErrorKind, LogicalError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class StorageError(LogicalError):
 class GrpcStorage:
     """`logical.Storage` over one broker channel; safe to share across threads."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: Channel) -> None:
         self._get = UnaryCall[backend_pb2.StorageGetArgs, backend_pb2.StorageGetReply](
             channel, _SERVICE + "Get", backend_pb2.StorageGetReply
         )
@@ -87,7 +87,7 @@ def _invoke(
 
 
 def _transport_error(operation: str, key: str, err: grpc.RpcError) -> StorageError:
-    code = err.code() if isinstance(err, grpc.Call) else None
+    code = status_code(err)
     logger.warning(
         "storage call to Vault failed",
         extra={"operation": operation, "key": key, "code": str(code)},

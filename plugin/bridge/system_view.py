@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.message import Message
 
 from plugin.bridge.pb import backend_pb2, logical_pb2
-from plugin.bridge.rpc import UnaryCall
+from plugin.bridge.rpc import Channel, UnaryCall, status_code
 from plugin.logical import Entity, EntityAlias, ErrorKind, LogicalError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class SystemViewError(LogicalError):
 class GrpcSystemView:
     """`logical.SystemView` over one broker channel."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: Channel) -> None:
         self._channel = channel
 
     def _call(self, method: str, request: Message, reply_type: type[_Reply]) -> _Reply:
@@ -44,7 +44,7 @@ class GrpcSystemView:
         try:
             return call(request, timeout=CALL_TIMEOUT)
         except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else None
+            code = status_code(err)
             logger.warning(
                 "system view call to Vault failed",
                 extra={"method": method, "code": str(code)},

@@ -4,8 +4,9 @@ Vault passes its client certificate in `PLUGIN_CLIENT_CERT`. The plugin
 generates its own certificate at start and sends its DER form, base64
 without padding, in the handshake line. Each side trusts exactly the other's
 self-signed certificate. Vault's certificate is ECDSA P-521, which the TLS
-library bundled with grpcio does not accept, so TLS is done with Python's
-`ssl` module (OpenSSL) and grpcio only ever sees plaintext (see tlsproxy).
+library bundled with grpcio does not accept, so the bridge's own HTTP/2
+server and client (grpc_server, h2client) do TLS with Python's `ssl`
+module (OpenSSL).
 """
 
 from __future__ import annotations

@@ -62,17 +62,31 @@ class PlainTransport:
 
 
 class TlsTransport:
-    """A unix socket whose bytes go through an `ssl.SSLObject`."""
+    """A unix socket whose bytes go through an `ssl.SSLObject`.
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+    The server side by default; the client side when `server_hostname` is
+    given.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        server_hostname: str | None = None,
+    ) -> None:
         self.sock = sock
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._tls = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+        )
         self._lock = threading.Lock()
 
     def handshake(self) -> None:
-        """Complete the server handshake; the context requires Vault's certificate.
+        """Complete the handshake; the contexts trust only Vault's certificate.
 
         A peer that has not finished within HANDSHAKE_TIMEOUT seconds is
         dropped, however slowly it keeps sending.
