@@ -306,7 +306,7 @@ def _harden_process() -> None:
     """Become non-dumpable and the reaper of every orphaned descendant.
 
     Non-dumpable keeps same-uid processes, the command included, out of our
-    memory and /proc; it is set only after the attestor returned the JWT,
+    memory and /proc. It is set only after the attestor returned the JWT,
     because the attestor reads this process's /proc entries to identify it.
     As child subreaper, a descendant that double-forks or calls setsid stays
     our descendant, so the attestor still sees agent-exec among its
