@@ -183,7 +183,7 @@ class GrpcServer:
             if stream.requests is None and self._run_inline(stream.method, stream.body):
                 self._run(connection, stream, self._count(stream))
                 continue
-            self._pool.submit(lambda: self._read(connection))
+            self._pool.submit(lambda: self._read(connection), beyond_limit=True)
             self._run(connection, stream, self._count(stream))
             return
 

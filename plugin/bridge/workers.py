@@ -26,16 +26,26 @@ class WorkerPool:
         self._name = name
         self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0
+        self._idle = 0  # workers waiting for a task that no one reserved yet
+        self._backlog = 0  # queued tasks that wait for a busy worker to finish
         self._threads = 0
 
-    def submit(self, task: Callable[[], None]) -> None:
+    def submit(self, task: Callable[[], None], *, beyond_limit: bool = False) -> None:
+        """Run `task` on a worker; `beyond_limit` starts one past the limit if needed.
+
+        A connection's reading goes beyond the limit, so it does not wait
+        behind calls. Calls that wait for frames (flow-control window, the
+        broker stream) would otherwise wait forever once they hold every
+        worker.
+        """
         with self._lock:
             if self._idle > 0:
                 self._idle -= 1
-            elif self._threads < self._max_workers:
-                self._start_thread()
-            # Otherwise every worker is busy: the task waits for the next free one.
+            elif beyond_limit or self._threads < self._max_workers:
+                self._start_thread(task)
+                return
+            else:
+                self._backlog += 1
         self._tasks.put(task)
 
     def stop(self) -> None:
@@ -45,21 +55,23 @@ class WorkerPool:
         for _ in range(count):
             self._tasks.put(None)
 
-    def _start_thread(self) -> None:
+    def _start_thread(self, first: Callable[[], None]) -> None:
         index = self._threads
         self._threads += 1
         threading.Thread(
-            target=self._work, name=f"{self._name}_{index}", daemon=True
+            target=self._work, args=(first,), name=f"{self._name}_{index}", daemon=True
         ).start()
 
-    def _work(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
+    def _work(self, first: Callable[[], None]) -> None:
+        task: Callable[[], None] | None = first
+        while task is not None:
             try:
                 task()
             except Exception:
                 logger.exception("a worker task failed")
             with self._lock:
-                self._idle += 1
+                if self._backlog:
+                    self._backlog -= 1  # this worker takes a queued task
+                else:
+                    self._idle += 1
+            task = self._tasks.get()
