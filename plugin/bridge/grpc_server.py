@@ -12,7 +12,7 @@ Services are the grpcio generic handlers built by `rpc.service`, so
 handlers do not know which server runs them. The context passed to a
 handler offers `invocation_metadata`, `abort`, `is_active` and `peer`.
 Compressed messages and deadlines (`grpc-timeout`) are not supported:
-Vault's plugin client uses neither.
+OpenBao 2.7.2 sent neither in any call recorded while testing.
 """
 
 from __future__ import annotations
