@@ -122,6 +122,19 @@ def test_redials_after_server_restart(folder: Path) -> None:
         server.stop(None)
 
 
+def test_stream_ids_used_up_open_new_connection(channel: BrokerChannel) -> None:
+    assert call(channel, "Echo", b"first") == b"first"
+    old = channel._session
+    assert old is not None
+    old._next_id = 2**31 - 1  # the last odd stream id
+
+    assert call(channel, "Echo", b"last id") == b"last id"
+    assert call(channel, "Echo", b"new connection") == b"new connection"
+
+    assert channel._session is not old
+    assert old.closed
+
+
 def test_closed_channel_raises_cancelled(channel: BrokerChannel) -> None:
     channel.close()
     with pytest.raises(BrokerCallError) as caught:

@@ -33,6 +33,9 @@ from plugin.bridge.transport import PlainTransport, TlsTransport, Transport
 logger = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 5.0
+# Client stream ids are odd and at most 2^31-1; a connection that used them
+# all is replaced by a new one.
+_MAX_STREAM_ID = 2**31 - 1
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -70,6 +73,7 @@ class ClientSession(Session):
         self._next_id = 1
         self._open_lock = threading.Lock()
         self.going_away = False  # GOAWAY received: open no new streams
+        self._retired = False  # replaced by a new connection: shut down when idle
 
     def start(self) -> None:
         self.send(http2.PREFACE + self._initial_frames())
@@ -104,11 +108,22 @@ class ClientSession(Session):
         self._mark_closed()
         self._transport.shutdown()
 
+    def retire(self) -> None:
+        """Shut down once the calls in flight have ended; open no new ones."""
+        with self._flow:
+            self.going_away = True
+            self._retired = True
+            idle = not self._calls
+        if idle:
+            self.shutdown()
+
     def _open(self, method: str) -> _Call:
         # Stream ids must reach the peer in increasing order, so taking an id
         # and sending its HEADERS happen under one lock.
         with self._open_lock:
             with self._flow:
+                if self._next_id > _MAX_STREAM_ID:
+                    self.going_away = True  # the channel dials a new connection
                 if self.closed or self.going_away:
                     raise StreamClosedError("the broker connection is closed")
                 call = _Call(self._next_id, self._peer_initial_window)
@@ -184,6 +199,9 @@ class ClientSession(Session):
         with self._flow:
             self._calls.pop(call.id, None)
             self._flow.notify_all()
+            last_of_retired = self._retired and not self._calls and not self.closed
+        if last_of_retired:
+            self.shutdown()
 
     def _mark_closed(self) -> None:
         super()._mark_closed()
@@ -253,6 +271,8 @@ class BrokerChannel:
                 )
             session = self._session
             if session is None or session.closed or session.going_away:
+                if session is not None:
+                    session.retire()
                 session = self._session = self._dial()
             return session
 
