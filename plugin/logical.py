@@ -34,7 +34,7 @@ class Operation(enum.StrEnum):
 
 
 class ErrorKind(enum.Enum):
-    """How Vault maps an error to an HTTP status (`pb.ProtoError.err_type`)."""
+    """Error kind that sets the HTTP status Vault returns (`err_type`)."""
 
     INTERNAL = "internal"  # 500
     BAD_REQUEST = "bad_request"  # 400
@@ -104,7 +104,7 @@ class Entity:
 
 
 class SystemView(Protocol):
-    """What the plugin may ask Vault about itself (`logical.SystemView`)."""
+    """Vault's view of the mount and its callers (`logical.SystemView`)."""
 
     def default_lease_ttl(self) -> int: ...
 
@@ -181,7 +181,7 @@ class Response:
 
 
 class Backend(Protocol):
-    """What the protocol layer drives; one instance per mount.
+    """Secrets engine that the protocol layer drives, one instance per mount.
 
     `setup` receives the mount's config (`BackendConfig.Config`, e.g. the
     plugin env) and a handle to its storage and system view; it must not
@@ -200,8 +200,8 @@ class Backend(Protocol):
         """Return (check_found, exists) for a `create` or `update` request.
 
         Vault calls `HandleExistenceCheck` before a write to choose between
-        the `create` and `update` operations (and ACL capabilities); a path
-        without a check returns (False, False) and Vault sends `update`.
+        the `create` and `update` operations (and ACL capabilities). A path
+        without a check returns (False, False), so Vault sends `update`.
         """
         ...
 
