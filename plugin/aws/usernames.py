@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import re
 import secrets
-import shlex
 import string
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from plugin.framework.templates import expand_template
 
 MAX_USERNAME = 64
 MAX_SESSION_NAME = 64
@@ -23,7 +21,6 @@ MAX_FEDERATION_NAME = 32
 RANDOM_LENGTH = 16
 _ALPHABET = string.ascii_lowercase + string.digits
 _UNSAFE = re.compile(r"[^A-Za-z0-9+=,.@_-]")
-_ACTION = re.compile(r"\{\{(.*?)\}\}")
 
 
 @dataclass(frozen=True)
@@ -74,14 +71,17 @@ def render_name(template: str, inputs: NameInputs, limit: int = MAX_USERNAME) ->
     if not template:
         return default_name(inputs)[:limit]
 
-    def action(found: re.Match[str]) -> str:
-        stages = [stage.strip() for stage in found.group(1).split("|")]
-        value = _template_value(stages[0], inputs)
-        for stage in stages[1:]:
-            value = _template_filter(stage, value)
-        return value
-
-    rendered = sanitize(_ACTION.sub(action, template))
+    fields = {
+        ".Agent": sanitize(inputs.agent),
+        ".RoleName": sanitize(inputs.role),
+        ".PolicyName": sanitize(inputs.role),
+        ".DisplayName": sanitize(inputs.display_name),
+        ".Type": sanitize(inputs.kind),
+    }
+    expanded = expand_template(
+        template, fields, max_count=MAX_USERNAME, random_text=random_suffix
+    )
+    rendered = sanitize(expanded)
     if not rendered:
         raise ValueError(f"username_template {template!r} renders an empty name")
     if len(rendered) > limit:
@@ -103,45 +103,3 @@ def session_name(requested: str, template: str, inputs: NameInputs) -> str:
             f"{MIN_SESSION_NAME} to {MAX_SESSION_NAME} characters"
         )
     return name
-
-
-def _template_value(expression: str, inputs: NameInputs) -> str:
-    words = shlex.split(expression)
-    fields = {
-        ".Agent": inputs.agent,
-        ".RoleName": inputs.role,
-        ".PolicyName": inputs.role,
-        ".DisplayName": inputs.display_name,
-        ".Type": inputs.kind,
-    }
-    if len(words) == 1 and words[0] in fields:
-        return sanitize(fields[words[0]])
-    functions: dict[str, Callable[[], str]] = {
-        "unix_time": lambda: str(int(time.time())),
-        "unix_time_millis": lambda: str(int(time.time() * 1000)),
-        "uuid": lambda: str(uuid.uuid4()),
-    }
-    if len(words) == 1 and words[0] in functions:
-        return functions[words[0]]()
-    if len(words) == 2 and words[0] == "random":
-        return random_suffix(_count(words[1]))
-    raise ValueError(f"unsupported username_template expression {expression!r}")
-
-
-def _template_filter(stage: str, value: str) -> str:
-    words = shlex.split(stage)
-    if words == ["lowercase"]:
-        return value.lower()
-    if words == ["uppercase"]:
-        return value.upper()
-    if len(words) == 2 and words[0] == "truncate":
-        return value[: _count(words[1])]
-    if len(words) == 3 and words[0] == "replace":
-        return value.replace(words[1], words[2])
-    raise ValueError(f"unsupported username_template filter {stage!r}")
-
-
-def _count(word: str) -> int:
-    if not word.isdigit() or not 0 < int(word) <= MAX_USERNAME:
-        raise ValueError(f"expected a count from 1 to {MAX_USERNAME}, not {word!r}")
-    return int(word)

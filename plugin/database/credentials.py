@@ -12,12 +12,10 @@ import hashlib
 import hmac
 import re
 import secrets
-import shlex
 import string
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from plugin.framework.templates import expand_template
 
 MAX_IDENTIFIER_BYTES = 63
 PASSWORD_LENGTH = 32
@@ -26,7 +24,6 @@ PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_."
 _BYTE_LIMIT = 256 - 256 % len(PASSWORD_ALPHABET)
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
 _UNSAFE_NAME_CHARS = re.compile(r"[^a-z0-9_-]")
-_TEMPLATE_ACTION = re.compile(r"\{\{(.*?)\}\}")
 SCRAM_ITERATIONS = 4096
 
 
@@ -72,54 +69,18 @@ def render_username(template: str, inputs: NameInputs) -> str:
     if not template:
         return default_username(inputs)
 
-    def action(found: re.Match[str]) -> str:
-        stages = [stage.strip() for stage in found.group(1).split("|")]
-        value = _template_value(stages[0], inputs)
-        for stage in stages[1:]:
-            value = _template_filter(stage, value)
-        return value
-
-    rendered = sanitize_name(_TEMPLATE_ACTION.sub(action, template))
+    fields = {
+        ".Agent": inputs.agent,
+        ".RoleName": inputs.role,
+        ".DisplayName": inputs.display_name,
+    }
+    expanded = expand_template(
+        template, fields, max_count=MAX_IDENTIFIER_BYTES, random_text=random_suffix
+    )
+    rendered = sanitize_name(expanded)
     if not rendered:
         raise ValueError(f"username_template {template!r} renders an empty name")
     return rendered[:MAX_IDENTIFIER_BYTES]
-
-
-def _template_value(expression: str, inputs: NameInputs) -> str:
-    words = shlex.split(expression)
-    fields = {".Agent": inputs.agent, ".RoleName": inputs.role}
-    fields[".DisplayName"] = inputs.display_name
-    if len(words) == 1 and words[0] in fields:
-        return fields[words[0]]
-    functions: dict[str, Callable[[], str]] = {
-        "unix_time": lambda: str(int(time.time())),
-        "unix_time_millis": lambda: str(int(time.time() * 1000)),
-        "uuid": lambda: str(uuid.uuid4()),
-    }
-    if len(words) == 1 and words[0] in functions:
-        return functions[words[0]]()
-    if len(words) == 2 and words[0] == "random":
-        return random_suffix(_count(words[1]))
-    raise ValueError(f"unsupported username_template expression {expression!r}")
-
-
-def _template_filter(stage: str, value: str) -> str:
-    words = shlex.split(stage)
-    if words == ["lowercase"]:
-        return value.lower()
-    if words == ["uppercase"]:
-        return value.upper()
-    if len(words) == 2 and words[0] == "truncate":
-        return value[: _count(words[1])]
-    if len(words) == 3 and words[0] == "replace":
-        return value.replace(words[1], words[2])
-    raise ValueError(f"unsupported username_template filter {stage!r}")
-
-
-def _count(word: str) -> int:
-    if not word.isdigit() or not 0 < int(word) <= MAX_IDENTIFIER_BYTES:
-        raise ValueError(f"expected a count from 1 to 63, not {word!r}")
-    return int(word)
 
 
 def generate_password(length: int = PASSWORD_LENGTH) -> str:
