@@ -133,7 +133,7 @@ def _reachable_by(user: str | None, path: Path) -> bool:
 def _cluster_home(state_dir: Path, user: str | None) -> Path:
     """Return where the cluster's files live.
 
-    The service user must be able to walk to its data directory; when the
+    The service user must be able to walk to its data directory. When the
     checkout sits under a private home (for example /root), the cluster
     lives under /var/tmp instead, named after the state folder, and the
     state folder links to it.

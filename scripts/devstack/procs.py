@@ -83,7 +83,7 @@ def is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours still answers kill(0); reap it if it is one.
+    # kill(0) succeeds on a zombie child of ours, so reap it if it is one.
     with contextlib.suppress(ChildProcessError):
         reaped, _ = os.waitpid(pid, os.WNOHANG)
         if reaped == pid:

@@ -35,7 +35,7 @@ class LintError(ConfigError):
 
 
 class VaultAPIError(TfApplyError):
-    """Vault answered a request with an error status."""
+    """Vault returned an error status for a request."""
 
     def __init__(self, method: str, path: str, status: int, detail: str) -> None:
         super().__init__(f"Vault {method} {path} failed ({status}): {detail}")

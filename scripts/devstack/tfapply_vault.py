@@ -65,7 +65,7 @@ class VaultClient:
     def read(
         self, path: str, *, query: dict[str, str] | None = None
     ) -> dict[str, Any] | None:
-        """GET `path`; return None when Vault answers 404."""
+        """GET `path`; return None when Vault returns 404."""
         try:
             return self.request("GET", path, query=query)
         except VaultAPIError as err:
