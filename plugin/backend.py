@@ -11,7 +11,7 @@ from __future__ import annotations
 from plugin.aws import aws_extension
 from plugin.database import database_extension
 from plugin.framework import Extension, FrameworkBackend
-from plugin.identity import identity_paths
+from plugin.identity import IDENTITY_CONFIG_KEY, identity_paths
 from plugin.logical import Backend
 
 BACKEND_HELP = """\
@@ -25,7 +25,9 @@ matches that name. database/ has the API of Vault's database secrets engine.
 def new_backend() -> Backend:
     """Return a backend for one mount; thread-safe, with its own pools."""
     backend = FrameworkBackend(BACKEND_HELP)
-    backend.register(Extension(paths=identity_paths()))
+    backend.register(
+        Extension(paths=identity_paths(), cached_storage=[IDENTITY_CONFIG_KEY])
+    )
     backend.register(database_extension(lambda: backend.system))
     backend.register(aws_extension(lambda: backend.system))
     return backend

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from plugin.database.credentials import saslprep, scram_sha256_verifier
 from plugin.logical import (
     BadRequestError,
     Entity,
@@ -159,6 +160,71 @@ def test_scram_verifier_login_works(mount: Mount, pg_cluster: Cluster) -> None:
     mount.revoke(response.secret)
 
 
+# Passwords a password policy with a non-ASCII charset may produce, and the
+# text SASLprep turns each into before SCRAM hashes it.
+UNICODE_PASSWORDS = [
+    ("pass\u00a0word-\u00e91", "pass word-\u00e91"),  # no-break space: a space
+    ("\uff50\uff41\uff53\uff53-\uff11", "pass-1"),  # full-width forms: NFKC
+    ("soft\u00adhyphen-\u00fc", "softhyphen-\u00fc"),  # soft hyphen: dropped
+    ("\ufb01x-\u210c-\u00f6", "fix-H-\u00f6"),  # ligature, letterlike symbol
+    ("tab\there-\u00fc", "tab\there-\u00fc"),  # control character: kept as is
+    ("\u0627abc", "\u0627abc"),  # right-to-left next to left-to-right: as is
+]
+
+
+@pytest.mark.parametrize(("password", "prepared"), UNICODE_PASSWORDS)
+def test_scram_verifier_of_unicode_password(
+    pg_cluster: Cluster, password: str, prepared: str
+) -> None:
+    verifier = scram_sha256_verifier(password)
+    with connect(pg_cluster) as conn:
+        conn.execute("DROP ROLE IF EXISTS unicode_pw")
+        conn.execute(
+            sql.SQL("CREATE ROLE unicode_pw LOGIN PASSWORD {}").format(verifier)
+        )
+
+    assert saslprep(password) == prepared
+    # libpq prepares the password the same way before it proves it.
+    with connect(pg_cluster, user="unicode_pw", password=password) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("unicode_pw",)
+    with connect(pg_cluster) as conn:
+        conn.execute("DROP ROLE unicode_pw")
+
+
+def test_policy_password_with_scram(pg_cluster: Cluster) -> None:
+    system = FakeSystemView()
+    system.password_policies["unicode"] = lambda: "\uff50\uff57-\u00a0\u00e9-42"
+    mount = new_mount(system)
+    configure(
+        mount,
+        pg_cluster,
+        password_policy="unicode",
+        password_authentication="scram-sha-256",
+    )
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+
+    assert response.data["password"] == "\uff50\uff57-\u00a0\u00e9-42"
+    with login(pg_cluster, response.data) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (
+            response.data["username"],
+        )
+    assert response.secret is not None
+    mount.revoke(response.secret)
+    mount.backend.cleanup()
+
+
+def test_unknown_policy_rejected(mount: Mount, pg_cluster: Cluster) -> None:
+    with pytest.raises(BadRequestError, match="invalid password_policy"):
+        configure(mount, pg_cluster, password_policy="missing")
+
+    configure(mount, pg_cluster, password_policy="missing", verify_connection=False)
+    add_role(mount)
+    with pytest.raises(BadRequestError, match="password policy 'missing' not found"):
+        mount.creds("demo-readonly", "dev")
+
+
 def test_long_agent_names_unique(mount: Mount, pg_cluster: Cluster) -> None:
     configure(mount, pg_cluster)
     agent = "agent-" + "x" * 61
@@ -248,7 +314,9 @@ def test_revoke_without_config_fails_clearly(mount: Mount, pg_cluster: Cluster) 
     add_role(mount)
     secret = mount.creds("demo-readonly", "dev").secret
     assert secret is not None
+    # Deleted behind the API's check, as a restore or another node would.
     mount.storage.delete("database/config/pg")
+    mount.backend.invalidate("database/config/pg")
 
     with pytest.raises(LogicalError, match="database config 'pg' was deleted"):
         mount.revoke(secret)

@@ -16,6 +16,7 @@ from plugin.aws.path_config_root import config_root_paths
 from plugin.aws.path_config_rotate_root import config_rotate_root_paths
 from plugin.aws.path_creds import creds_paths
 from plugin.aws.path_roles import role_paths
+from plugin.aws.roles import ROLE_PREFIX
 from plugin.aws.rollback import rollback_handlers
 from plugin.aws.secret_access_keys import AccessKeysSecret
 from plugin.framework import Extension
@@ -39,4 +40,5 @@ def aws_extension(system: Callable[[], SystemView]) -> Extension:
         wal_rollback=rollback_handlers(backend),
         invalidate=backend.invalidate,
         seal_wrap_storage=["aws/config/root"],
+        cached_storage=["aws/config/", ROLE_PREFIX],
     )

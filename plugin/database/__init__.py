@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from plugin.database.backend import DatabaseBackend
+from plugin.database.config import CONFIG_PREFIX
 from plugin.database.path_config import config_paths
 from plugin.database.path_creds import creds_paths
 from plugin.database.path_roles import role_paths
 from plugin.database.path_rotate import rotate_paths
 from plugin.database.path_tidy import tidy_paths
+from plugin.database.roles import ROLE_PREFIX
 from plugin.database.rollback import rollback_handlers
 from plugin.database.secret_creds import CredsSecret
 from plugin.framework import Extension
@@ -39,4 +41,5 @@ def database_extension(system: Callable[[], SystemView]) -> Extension:
         cleanup=backend.cleanup,
         invalidate=backend.invalidate,
         seal_wrap_storage=["database/config/*"],
+        cached_storage=[CONFIG_PREFIX, ROLE_PREFIX],
     )

@@ -24,6 +24,7 @@ from plugin.framework.errors import (
 from plugin.framework.field_data import FieldData
 from plugin.framework.path import Path, help_response
 from plugin.framework.secret import SECRET_TYPE_KEY, SecretType
+from plugin.framework.storage import CachingStorage
 from plugin.framework.wal import WAL_ROLLBACK_MIN_AGE, delete_wal, get_wal, list_wal
 from plugin.logical import (
     BadRequestError,
@@ -54,6 +55,9 @@ class Extension:
     cleanup: Callable[[], None] | None = None
     invalidate: Callable[[str], None] | None = None
     seal_wrap_storage: list[str] = field(default_factory=list)
+    # Storage prefixes whose entries change only through this mount's own
+    # writes (configs, roles), kept in memory after the first read.
+    cached_storage: list[str] = field(default_factory=list)
 
 
 class FrameworkBackend:
@@ -68,6 +72,7 @@ class FrameworkBackend:
         self.wal_rollback: dict[str, WALRollbackHandler] = {}
         self.config: dict[str, str] = {}
         self._system: SystemView | None = None
+        self._storage: CachingStorage | None = None
 
     def register(self, extension: Extension) -> None:
         """Add an extension's paths, secret types and rollback handlers."""
@@ -91,15 +96,30 @@ class FrameworkBackend:
         self._system = system
 
     def initialize(self, storage: Storage) -> None:
+        storage = self._cached(storage)
         for extension in self.extensions:
             if extension.initialize is not None:
                 extension.initialize(storage)
+
+    def _cached(self, storage: Storage) -> Storage:
+        """Return the mount's storage behind the cache of the extensions' prefixes.
+
+        The protocol layer passes one storage object per mount, so one
+        cache serves every request; another object gets a cache of its own.
+        """
+        cache = self._storage
+        if cache is None or cache.inner is not storage:
+            prefixes = [p for ext in self.extensions for p in ext.cached_storage]
+            cache = self._storage = CachingStorage(storage, prefixes)
+        return cache
 
     def special_paths(self) -> dict[str, list[str]]:
         wrapped = [p for ext in self.extensions for p in ext.seal_wrap_storage]
         return {"seal_wrap_storage": wrapped}
 
     def invalidate(self, key: str) -> None:
+        if self._storage is not None:
+            self._storage.invalidate(key)
         for extension in self.extensions:
             if extension.invalidate is not None:
                 extension.invalidate(key)
@@ -132,6 +152,7 @@ class FrameworkBackend:
                 f"{request.operation.value!r}"
             )
         path, captures = self.route(request.path)
+        request.storage = self._cached(request.storage)
         if path.existence_check is None:
             return False, False
         # Only the path's captures: OpenBao turns any error of an existence
@@ -142,6 +163,7 @@ class FrameworkBackend:
 
     def handle_request(self, request: Request) -> Response | None:
         operation = request.operation
+        request.storage = self._cached(request.storage)
         if operation in (Operation.RENEW, Operation.REVOKE):
             return self._handle_secret(request)
         if operation is Operation.ROLLBACK:

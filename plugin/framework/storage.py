@@ -1,10 +1,11 @@
-"""JSON helpers over `logical.Storage`, and an in-memory storage."""
+"""JSON helpers over `logical.Storage`, an in-memory storage and a read cache."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import threading
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from plugin.logical import Storage
@@ -57,6 +58,73 @@ class InMemoryStorage:
             head, slash, _ = rest.partition("/")
             children.add(head + slash)
         return sorted(children)
+
+
+class CachingStorage:
+    """A `logical.Storage` that keeps the entries under some prefixes in memory.
+
+    A plugin's storage calls are round trips to Vault (about 0.25-0.45 ms
+    each), and every credential read needs its role and config. Entries
+    under `prefixes` are kept after the first `get`. This is safe because
+    the mount's entries change only through its own backend, whose writes
+    pass through this object and drop the cached copy, or on another node,
+    which Vault reports with `invalidate`. An entry changed behind Vault's
+    back (`sys/raw`) stays stale until the plugin restarts, as Vault's own
+    engines' caches do.
+
+    A `get` that overlapped a write or an invalidation returns what it read
+    but does not cache it, so a value read before a write can never be
+    cached after it.
+    """
+
+    def __init__(
+        self, storage: Storage, prefixes: Sequence[str], max_entries: int = 4096
+    ) -> None:
+        self.inner = storage
+        self._prefixes = tuple(prefixes)
+        self._max_entries = max_entries
+        self._entries: dict[str, bytes | None] = {}
+        # Counts writes and invalidations of cached prefixes.
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        if not key.startswith(self._prefixes):
+            return self.inner.get(key)
+        with self._lock:
+            if key in self._entries:
+                return self._entries[key]
+            generation = self._generation
+        value = self.inner.get(key)
+        with self._lock:
+            if generation == self._generation:
+                if len(self._entries) >= self._max_entries:
+                    del self._entries[next(iter(self._entries))]
+                self._entries[key] = value
+        return value
+
+    def put(self, key: str, value: bytes) -> None:
+        try:
+            self.inner.put(key, value)
+        finally:
+            self.invalidate(key)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.inner.delete(key)
+        finally:
+            self.invalidate(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.inner.list(prefix)
+
+    def invalidate(self, key: str) -> None:
+        """Forget `key`, which changed in Vault's storage."""
+        if not key.startswith(self._prefixes):
+            return
+        with self._lock:
+            self._generation += 1
+            self._entries.pop(key, None)
 
 
 def load_entry(storage: Storage, key: str, kind: type[EntryT]) -> EntryT | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,18 @@ class Mount:
             client_token_accessor=f"accessor-{agent}",
         )
         assert response is not None and response.secret is not None
+        self.wait_live(response)
         return response
+
+    def wait_live(self, response: Response) -> None:
+        """Wait for the live record that a mint writes after its response."""
+        assert response.secret is not None
+        internal = response.secret.internal_data
+        key = f"database/live/{internal['db_name']}/{internal['username']}"
+        deadline = time.monotonic() + 5
+        while self.storage.get(key) is None:
+            assert time.monotonic() < deadline, f"no live record at {key}"
+            time.sleep(0.001)
 
     def revoke(self, secret: Secret) -> Response | None:
         return self.request(Operation.REVOKE, "database/creds/x", secret=secret)
@@ -95,11 +107,13 @@ class Mount:
         return self.request(Operation.RENEW, "database/creds/x", secret=secret)
 
 
-def new_mount(system: FakeSystemView | None = None) -> Mount:
+def new_mount(
+    system: FakeSystemView | None = None, storage: InMemoryStorage | None = None
+) -> Mount:
     system = system or FakeSystemView()
     backend = new_backend()
     backend.setup({}, system)
-    storage = InMemoryStorage()
+    storage = storage or InMemoryStorage()
     backend.initialize(storage)
     mount = Mount(backend, storage, system)
     mount.write("config/identity", jwt_mount_accessor=JWT_ACCESSOR)
