@@ -2,7 +2,8 @@
 
 A creds read sends its creation statements as one query, reuses pooled
 connections without a `SELECT 1`, overlaps its calls to Vault on I/O
-threads and deletes its WAL entry after the response. These tests pin the
+threads, writes its WAL entry while PostgreSQL runs the statements, and
+writes its live record and deletes its WAL entry after the response. These tests pin the
 behaviour each shortcut must keep, against a real PostgreSQL.
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import re
 import string
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from plugin.bridge.storage import StorageError
 from plugin.database.credentials import PASSWORD_ALPHABET, generate_password
-from plugin.framework import put_wal
+from plugin.framework import InMemoryStorage, put_wal
 from plugin.logical import BadRequestError, LogicalError, Operation, Request
 from tests.support.database import FakeSystemView, Mount, configure, new_mount
 from tests.support.postgres import Cluster, connect
@@ -129,6 +132,57 @@ def test_role_moved_to_other_config(mount: Mount, pg_cluster: Cluster) -> None:
 
     assert first.secret is not None
     mount.revoke(first.secret)
+
+
+class SlowLiveStorage(InMemoryStorage):
+    """Storage whose writes of live records take 0.2 s, and may fail WAL writes."""
+
+    fail_wal = False
+
+    def put(self, key: str, value: bytes) -> None:
+        if key.startswith("database/live/"):
+            time.sleep(0.2)
+        if key.startswith("wal/") and self.fail_wal:
+            raise StorageError(f"storage put of {key!r} failed: test")
+        super().put(key, value)
+
+
+def test_revoke_waits_for_deferred_live_record(pg_cluster: Cluster) -> None:
+    """The live record is written after the response, never after the revoke."""
+    mount = new_mount(storage=SlowLiveStorage())
+    configure(mount, pg_cluster)
+    add_role(mount)
+    entity_id = mount.system.add_agent("dev")
+
+    response = mount.read("database/creds/demo-readonly", entity_id=entity_id)
+    assert response is not None and response.secret is not None
+    assert mount.storage.list("database/live/") == []  # still being written
+    mount.revoke(response.secret)
+
+    assert not role_exists(pg_cluster, response.data["username"])
+    assert mount.storage.list("database/live/") == []
+    assert mount.storage.list("wal/") == []
+    mount.backend.cleanup()
+
+
+def test_failed_wal_write_creates_nothing(pg_cluster: Cluster) -> None:
+    """The creation statements commit only once the WAL entry is stored."""
+    storage = SlowLiveStorage()
+    mount = new_mount(storage=storage)
+    configure(mount, pg_cluster)
+    add_role(mount)
+    before = fetch_one(pg_cluster, "SELECT count(*) FROM pg_roles")
+    storage.fail_wal = True
+
+    with pytest.raises(LogicalError, match="storage put of 'wal/"):
+        mount.creds("demo-readonly", "dev")
+
+    assert fetch_one(pg_cluster, "SELECT count(*) FROM pg_roles") == before
+    storage.fail_wal = False
+    response = mount.creds("demo-readonly", "dev")  # the pooled connection works
+    assert response.secret is not None
+    mount.revoke(response.secret)
+    mount.backend.cleanup()
 
 
 def test_unknown_role_reported_before_caller(mount: Mount) -> None:

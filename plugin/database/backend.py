@@ -13,8 +13,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from plugin.database.config import CONFIG_PREFIX, DatabaseConfig
@@ -43,6 +43,8 @@ class DatabaseBackend:
         # Serialises config and role updates, which merge with stored values.
         self.write_lock = threading.RLock()
         self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="database-io")
+        self._deferred: dict[Hashable, Future[object]] = {}
+        self._deferred_lock = threading.Lock()
 
     @property
     def system(self) -> SystemView:
@@ -63,17 +65,37 @@ class DatabaseBackend:
         entity = self.submit(self._system.entity_info, entity_id)
         return _PrefetchedEntity(self._system, entity_id, entity)
 
-    def defer(self, call: Callable[..., object], *args: Any) -> None:
-        """Run `call` after the response; a failure is only logged."""
+    def defer(
+        self, call: Callable[..., object], *args: Any, key: Hashable = None
+    ) -> None:
+        """Run `call` after the response; a failure is only logged.
 
-        def log_failure(done: Future[object]) -> None:
+        `wait_deferred(key)` waits for a call deferred under `key`.
+        """
+
+        def finish(done: Future[object]) -> None:
+            if key is not None:
+                with self._deferred_lock:
+                    if self._deferred.get(key) is done:
+                        del self._deferred[key]
             error = done.exception()
             if error is not None:
                 logger.warning(
                     "deferred call failed: call=%s error=%s", call.__name__, error
                 )
 
-        self._io.submit(call, *args).add_done_callback(log_failure)
+        future = self._io.submit(call, *args)
+        if key is not None:
+            with self._deferred_lock:
+                self._deferred[key] = future
+        future.add_done_callback(finish)
+
+    def wait_deferred(self, key: Hashable) -> None:
+        """Wait until the call deferred under `key`, if any, has finished."""
+        with self._deferred_lock:
+            future = self._deferred.get(key)
+        if future is not None:
+            wait([future])
 
     @contextlib.contextmanager
     def connection(

@@ -3,14 +3,15 @@
 Vault tracks leases, but a plugin cannot ask Vault which of its leases are
 live. These records let the backend refuse to delete a config whose users
 still exist, and let `tidy` tell orphaned roles from leased ones. A record
-is written after the user is created and deleted when it is revoked. It
-also marks the mint complete: the rollback keeps a user that has one.
+is written after the credential is handed to Vault and deleted when it is
+revoked. It also marks the mint complete: the rollback keeps a user that
+has one.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugin.framework import get_json, put_json
 from plugin.logical import Storage
@@ -19,6 +20,19 @@ LIVE_PREFIX = "database/live/"
 # How long past its max TTL a record still counts as live: Vault retries
 # failed expiry revokes for about 11 minutes before giving up.
 EXPIRED_GRACE = 15 * 60
+
+
+class LiveRecord(NamedTuple):
+    """The record of one generated user, before it is stored."""
+
+    db_name: str
+    username: str
+    data: dict[str, Any]
+
+
+def completion_key(db_name: str, username: str) -> tuple[str, str, str]:
+    """Return the key under which a mint's record is written after its response."""
+    return ("creds-complete", db_name, username)
 
 
 def _key(db_name: str, username: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,12 @@ from plugin.database.credentials import (
     scram_sha256_verifier,
 )
 from plugin.database.creds_access import AccessCheck
-from plugin.database.leases import forget_live, record_live
+from plugin.database.leases import (
+    LiveRecord,
+    completion_key,
+    forget_live,
+    record_live,
+)
 from plugin.database.postgres import create_user, revoke_user
 from plugin.database.roles import RoleEntry
 from plugin.database.rollback import WAL_KIND_CREDS
@@ -39,6 +45,7 @@ from plugin.logical import (
     Operation,
     Request,
     Response,
+    Storage,
     SystemView,
 )
 
@@ -121,11 +128,15 @@ class _CredsHandler:
         password = generate_password()
         secret = self._password_value(mint, password)
         issued = time.time()
-        # Written first, so a crash between CREATE ROLE and the lease is
-        # undone by the periodic rollback.
-        wal_id = put_wal(request.storage, WAL_KIND_CREDS, _rollback_data(mint))
+        # The WAL entry is written while PostgreSQL runs the creation
+        # statements, and the transaction commits only once the entry is
+        # stored. A crash before the commit leaves no user; after it, the
+        # periodic rollback finds the entry and drops the user.
+        wal = self.backend.submit(
+            put_wal, request.storage, WAL_KIND_CREDS, _rollback_data(mint)
+        )
         try:
-            self._create(request, mint, secret.result(), issued)
+            self._create(request, mint, secret.result(), issued, wal.result)
         except LogicalError as err:
             logger.error(
                 "create failed: role=%s agent=%s username=%s error=%s",
@@ -134,13 +145,21 @@ class _CredsHandler:
                 mint.username,
                 err,
             )
-            self._roll_back(request, mint, wal_id)
+            if wal.exception() is None:
+                self._roll_back(request, mint, wal.result())
             raise
-
-        _record_live(request, mint, issued)
-        # The live record marks the mint complete, so the rollback leaves the
-        # user alone even if this delete is lost, and it can wait.
-        self.backend.defer(delete_wal, request.storage, wal_id)
+        # The live record and the end of the WAL entry wait until after the
+        # response. If the process dies before the record is written, the
+        # rollback drops the user while its lease still runs: the credential
+        # ends early, and the lease's revoke then finds no user, which is
+        # success.
+        self.backend.defer(
+            _complete,
+            request.storage,
+            _live_record(request, mint, issued),
+            wal.result(),
+            key=completion_key(mint.db_name, mint.username),
+        )
         return self._respond(request, mint, password)
 
     def _password_value(self, mint: Mint, password: str) -> Future[str]:
@@ -157,7 +176,12 @@ class _CredsHandler:
         return plain
 
     def _create(
-        self, request: Request, mint: Mint, password_value: str, issued: float
+        self,
+        request: Request,
+        mint: Mint,
+        password_value: str,
+        issued: float,
+        before_commit: Callable[[], object],
     ) -> None:
         # Vault's engine adds 5 s so the role outlives its lease slightly.
         values = {
@@ -176,7 +200,9 @@ class _CredsHandler:
             "alias_call_id": _metadata(mint.caller, "call_id", "jti"),
         }
         with self.backend.connection(mint.db_name, mint.config) as conn:
-            create_user(conn, mint.role.creation_statements, values, comment)
+            create_user(
+                conn, mint.role.creation_statements, values, comment, before_commit
+            )
 
     def _respond(self, request: Request, mint: Mint, password: str) -> Response:
         logger.info(
@@ -234,15 +260,30 @@ def lease_ttls(system: SystemView, role: RoleEntry, requested: int) -> tuple[int
     return ttl, max_ttl
 
 
-def _record_live(request: Request, mint: Mint, issued: float) -> None:
-    record = {
-        "role": mint.role_name,
-        "agent": mint.caller.agent,
-        "token_accessor": request.client_token_accessor,
-        "issued_at": issued,
-        "expires_max": issued + mint.max_ttl if mint.max_ttl else 0,
-    }
-    record_live(request.storage, mint.db_name, mint.username, record)
+def _live_record(request: Request, mint: Mint, issued: float) -> LiveRecord:
+    return LiveRecord(
+        db_name=mint.db_name,
+        username=mint.username,
+        data={
+            "role": mint.role_name,
+            "agent": mint.caller.agent,
+            "token_accessor": request.client_token_accessor,
+            "issued_at": issued,
+            "expires_max": issued + mint.max_ttl if mint.max_ttl else 0,
+        },
+    )
+
+
+def _complete(storage: Storage, record: LiveRecord, wal_id: str) -> None:
+    """Mark a handed-out user as leased, then drop its WAL entry, in this order.
+
+    Between the two writes the user has both, and the rollback keeps a user
+    with a live record. Without either, `tidy` would take it for an orphan.
+    A revoke of the user waits for this call, so the record it deletes is
+    never written after it.
+    """
+    record_live(storage, record.db_name, record.username, record.data)
+    delete_wal(storage, wal_id)
 
 
 def _metadata(caller: Caller, *keys: str) -> str:

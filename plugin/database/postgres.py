@@ -3,7 +3,7 @@
 Every function takes an autocommit connection from `ConnectionPool` and
 runs multi-statement steps in one transaction, so a failed step leaves
 nothing behind. Each transaction is sent as one query string, so it costs
-one round trip to the server.
+one round trip to the server, and a create one more for its COMMIT.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from plugin.database.sql import (
@@ -64,6 +64,7 @@ def _execute_batch(conn: psycopg.Connection[Any], batch: bytes) -> None:
         except psycopg.Error as err:
             if attempt == _CONFLICT_ATTEMPTS or not _is_transient_conflict(err):
                 raise
+            _roll_back_open(conn)  # a batch that began a transaction left it open
             logger.debug(
                 "retrying after a concurrent catalog update attempt=%d sqlstate=%s",
                 attempt,
@@ -86,17 +87,42 @@ def create_user(
     statements: list[str],
     values: Mapping[str, str],
     comment: Mapping[str, str],
+    before_commit: Callable[[], object] | None = None,
 ) -> None:
     """Run the creation statements, then label the new role with `comment`.
 
     Both run in one transaction, so statements that do not create a role
-    named `values["name"]` fail as a whole.
+    named `values["name"]` fail as a whole. `before_commit` runs while the
+    transaction is open and the role exists for no one else: the caller
+    waits there for its WAL entry, whose write overlaps the statements (the
+    password's hashing takes PostgreSQL about 2.3 ms). If it raises, the
+    transaction rolls back and nothing was created.
     """
     label = COMMENT_MARKER + json.dumps(dict(comment), sort_keys=True)
     role = quote_identifier(values["name"])
-    queries = [render(query, values) for query in split_statements(statements)]
+    queries = ["BEGIN"]
+    queries += [render(query, values) for query in split_statements(statements)]
     queries.append(f"COMMENT ON ROLE {role} IS {quote_literal(label)}")
-    _execute_batch(conn, _batch(queries))
+    try:
+        _execute_batch(conn, _batch(queries))
+        if before_commit is not None:
+            before_commit()
+        conn.execute("COMMIT")
+    except BaseException:
+        _roll_back_open(conn)
+        raise
+
+
+def _roll_back_open(conn: psycopg.Connection[Any]) -> None:
+    """End the transaction a failed step left open; a broken connection is dropped."""
+    import psycopg
+
+    if conn.closed or conn.broken:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error as err:
+        logger.warning("rollback of a failed create failed: error=%s", err)
 
 
 def _batch(queries: Iterable[str]) -> bytes:

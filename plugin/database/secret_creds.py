@@ -14,7 +14,7 @@ from typing import Any
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import DatabaseConfig, load_config
 from plugin.database.errors import ConfigNotFoundError
-from plugin.database.leases import forget_live
+from plugin.database.leases import completion_key, forget_live
 from plugin.database.postgres import renew_user, revoke_user
 from plugin.framework import SecretType, extend_ttl, renewed
 from plugin.logical import Request, Response
@@ -51,6 +51,9 @@ class CredsSecret:
                 statements=list(internal.get("revocation_statements") or []),
                 owner_role=str(internal.get("owner_role") or ""),
             )
+        # A revoke right after the mint may overtake the mint's deferred live
+        # record, which would then outlive the user.
+        self.backend.wait_deferred(completion_key(db_name, username))
         forget_live(request.storage, db_name, username)
         logger.info(
             "credential revoked: role=%s agent=%s username=%s token_accessor=%s "

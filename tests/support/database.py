@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from plugin.logical import (
     Entity,
     EntityAlias,
     Operation,
+    PasswordPolicyError,
     Request,
     Response,
     Secret,
@@ -33,6 +34,8 @@ class FakeSystemView:
     default_ttl: int = 768 * HOUR
     max_ttl: int = 768 * HOUR
     entities: dict[str, Entity] = field(default_factory=dict)
+    # Password policies by name, each a function that generates one password.
+    password_policies: dict[str, Callable[[], str]] = field(default_factory=dict)
 
     def default_lease_ttl(self) -> int:
         return self.default_ttl
@@ -45,6 +48,12 @@ class FakeSystemView:
 
     def plugin_env_vault_version(self) -> str:
         return "2.7.2"
+
+    def generate_password_from_policy(self, policy_name: str) -> str:
+        generate = self.password_policies.get(policy_name)
+        if generate is None:
+            raise PasswordPolicyError(f"password policy {policy_name!r} not found")
+        return generate()
 
     def add_agent(self, agent: str, **metadata: str) -> str:
         """Register an entity with a JWT alias named `agent`; return its id."""
