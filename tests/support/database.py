@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from plugin.backend import new_backend
-from plugin.framework import InMemoryStorage
+from plugin.framework import InMemoryStorage, get_wal, list_wal
 from plugin.logical import (
     Backend,
     Entity,
@@ -100,14 +100,21 @@ class Mount:
         return response
 
     def wait_live(self, response: Response) -> None:
-        """Wait for the live record that a mint writes after its response."""
+        """Wait for what a mint does after its response: live record, WAL delete."""
         assert response.secret is not None
         internal = response.secret.internal_data
         key = f"database/live/{internal['db_name']}/{internal['username']}"
         deadline = time.monotonic() + 5
-        while self.storage.get(key) is None:
-            assert time.monotonic() < deadline, f"no live record at {key}"
+        while self.storage.get(key) is None or self._in_wal(internal["username"]):
+            assert time.monotonic() < deadline, f"mint of {key} not completed"
             time.sleep(0.001)
+
+    def _in_wal(self, username: str) -> bool:
+        for entry_id in list_wal(self.storage):
+            entry = get_wal(self.storage, entry_id)
+            if entry is not None and entry.data.get("username") == username:
+                return True
+        return False
 
     def revoke(self, secret: Secret) -> Response | None:
         return self.request(Operation.REVOKE, "database/creds/x", secret=secret)
