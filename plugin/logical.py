@@ -74,6 +74,14 @@ class UnsupportedPathError(LogicalError):
     kind = ErrorKind.UNSUPPORTED_PATH
 
 
+class PasswordPolicyError(BadRequestError):
+    """Vault generated no password from a password policy.
+
+    The policy does not exist, or its rules cannot be met: Vault reports
+    both the same way.
+    """
+
+
 class Storage(Protocol):
     """The mount's barrier-encrypted storage (`logical.Storage`)."""
 
@@ -113,6 +121,13 @@ class SystemView(Protocol):
     def entity_info(self, entity_id: str) -> Entity | None: ...
 
     def plugin_env_vault_version(self) -> str: ...
+
+    def generate_password_from_policy(self, policy_name: str) -> str:
+        """Return a password generated from Vault's password policy `policy_name`.
+
+        Raises PasswordPolicyError when Vault cannot generate one from it.
+        """
+        ...
 
 
 @dataclass

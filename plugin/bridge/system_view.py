@@ -15,7 +15,13 @@ from google.protobuf.message import Message
 
 from plugin.bridge.pb import backend_pb2, logical_pb2
 from plugin.bridge.rpc import Channel, UnaryCall, status_code
-from plugin.logical import Entity, EntityAlias, ErrorKind, LogicalError
+from plugin.logical import (
+    Entity,
+    EntityAlias,
+    ErrorKind,
+    LogicalError,
+    PasswordPolicyError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +32,16 @@ _Reply = TypeVar("_Reply", bound=Message)
 
 
 class SystemViewError(LogicalError):
-    """Vault's system view refused or failed a call."""
+    """Vault's system view refused or failed a call.
+
+    `code` is the call's gRPC status, or None when the reply carried the error.
+    """
 
     kind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class GrpcSystemView:
@@ -51,7 +64,8 @@ class GrpcSystemView:
             )
             raise SystemViewError(
                 f"Vault's system view call {method} failed ({code}); retry, and "
-                "check the Vault server log"
+                "check the Vault server log",
+                code,
             ) from err
 
     def default_lease_ttl(self) -> int:
@@ -91,13 +105,30 @@ class GrpcSystemView:
         return [group.name for group in reply.groups]
 
     def generate_password_from_policy(self, policy_name: str) -> str:
-        """Return a password made by Vault from the named password policy."""
+        """Return a password made by Vault from the named password policy.
+
+        OpenBao 2.x returns the status INTERNAL, with the message "failed to
+        generate password", both for a policy that does not exist and for one
+        whose rules cannot be met (sdk/plugin/grpc_system.go), so both raise
+        PasswordPolicyError. Other statuses are transport failures.
+        """
         request = backend_pb2.GeneratePasswordFromPolicyRequest(policy_name=policy_name)
-        reply = self._call(
-            "GeneratePasswordFromPolicy",
-            request,
-            backend_pb2.GeneratePasswordFromPolicyReply,
-        )
+        try:
+            reply = self._call(
+                "GeneratePasswordFromPolicy",
+                request,
+                backend_pb2.GeneratePasswordFromPolicyReply,
+            )
+        except SystemViewError as err:
+            if err.code is not grpc.StatusCode.INTERNAL:
+                raise
+            raise PasswordPolicyError(
+                f"unable to generate a password from password policy "
+                f"{policy_name!r}: it does not exist or its rules cannot be met; "
+                f"create it with `bao write sys/policies/password/{policy_name} "
+                f"policy=@policy.hcl`, and test it with `bao read "
+                f"sys/policies/password/{policy_name}/generate`"
+            ) from err
         return reply.password
 
     def plugin_env_vault_version(self) -> str:

@@ -1,8 +1,9 @@
-"""Generated user names and passwords, safe to splice into SQL by construction.
+"""Generated user names and passwords, and SCRAM verifiers of passwords.
 
 User names use only `[a-z0-9_-]` and fit PostgreSQL's 63-byte identifier
-limit, so `psql -U NAME` takes them verbatim. Passwords use letters,
-digits and `-_.`: no quote, backslash, `;` or `%` can reach a statement.
+limit, so `psql -U NAME` takes them verbatim. Passwords generated here use
+letters, digits and `-_.`. A config's password policy may allow any
+character, which is safe too, because statements quote every value.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import secrets
 import string
 from dataclasses import dataclass
 
+from plugin.database.config import DatabaseConfig
 from plugin.framework.templates import expand_template
+from plugin.logical import SystemView
 
 MAX_IDENTIFIER_BYTES = 63
 PASSWORD_LENGTH = 32
@@ -83,6 +86,18 @@ def render_username(template: str, inputs: NameInputs) -> str:
     return rendered[:MAX_IDENTIFIER_BYTES]
 
 
+def generate_config_password(config: DatabaseConfig, system: SystemView) -> str:
+    """Generate a password for a new user or the admin user of `config`.
+
+    With `password_policy` set, Vault generates it from that password policy,
+    as Vault's database engine does. Otherwise `generate_password()` does.
+    Raises PasswordPolicyError when Vault cannot use the policy.
+    """
+    if config.password_policy:
+        return system.generate_password_from_policy(config.password_policy)
+    return generate_password()
+
+
 def generate_password(length: int = PASSWORD_LENGTH) -> str:
     """Return a random password with a lowercase letter, an uppercase letter,
     a digit and a `-`, for servers that enforce character classes."""
@@ -112,11 +127,12 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     """Return PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5802, 7677).
 
     PostgreSQL stores a `PASSWORD` value in this format as given, so the
-    plaintext never reaches the server. Passwords generated here are ASCII,
-    which SASLprep leaves unchanged.
+    plaintext never reaches the server. The password is prepared with
+    `saslprep()` first, as libpq prepares it at login.
     """
     salt = salt if salt is not None else secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    prepared = saslprep(password).encode()
+    salted = hashlib.pbkdf2_hmac("sha256", prepared, salt, SCRAM_ITERATIONS)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
@@ -127,4 +143,53 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     return (
         f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}"
         f"${b64(stored_key)}:{b64(server_key)}"
+    )
+
+
+def saslprep(password: str) -> str:
+    """Prepare `password` for SCRAM as PostgreSQL does (RFC 4013 SASLprep).
+
+    This follows pg_saslprep() of PostgreSQL (src/common/saslprep.c), which
+    libpq runs on the password at login. ASCII stays as it is. Otherwise
+    non-ASCII spaces become spaces, characters "commonly mapped to nothing"
+    are dropped and the result is NFKC-normalised. A password that SASLprep
+    rejects (empty after mapping, prohibited or unassigned characters, or
+    mixed text directions) is used unchanged. PostgreSQL runs these checks
+    on the mapped text before normalising, and so does this function.
+    """
+    if password.isascii():
+        return password
+    import stringprep
+    import unicodedata
+
+    mapped = "".join(
+        " " if stringprep.in_table_c12(char) else char
+        for char in password
+        if stringprep.in_table_c12(char) or not stringprep.in_table_b1(char)
+    )
+    if not mapped or any(_prohibited(char) for char in mapped):
+        return password
+    if any(stringprep.in_table_d1(char) for char in mapped):
+        mixed = any(stringprep.in_table_d2(char) for char in mapped)
+        ends = stringprep.in_table_d1(mapped[0]) and stringprep.in_table_d1(mapped[-1])
+        if mixed or not ends:
+            return password
+    return unicodedata.normalize("NFKC", mapped)
+
+
+def _prohibited(char: str) -> bool:
+    """Return whether SASLprep forbids `char`: tables C.1.2 to C.9, and A.1."""
+    import stringprep
+
+    return (
+        stringprep.in_table_c12(char)
+        or stringprep.in_table_c21_c22(char)
+        or stringprep.in_table_c3(char)
+        or stringprep.in_table_c4(char)
+        or stringprep.in_table_c5(char)
+        or stringprep.in_table_c6(char)
+        or stringprep.in_table_c7(char)
+        or stringprep.in_table_c8(char)
+        or stringprep.in_table_c9(char)
+        or stringprep.in_table_a1(char)
     )

@@ -15,11 +15,21 @@ from plugin.database.config import (
     require_config,
     save_config,
 )
-from plugin.database.credentials import NameInputs, render_username
+from plugin.database.credentials import (
+    NameInputs,
+    generate_config_password,
+    render_username,
+)
 from plugin.database.errors import ConfigInUseError, InvalidConfigError
 from plugin.database.leases import load_live
 from plugin.framework import Field, FieldData, FieldType, Path, name_group
-from plugin.logical import LogicalError, Operation, Request, Response
+from plugin.logical import (
+    LogicalError,
+    Operation,
+    PasswordPolicyError,
+    Request,
+    Response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +54,12 @@ CONFIG_FIELDS = {
         "Statements that set the admin password, with {{name}} and {{password}}; "
         "default ALTER ROLE ... WITH PASSWORD.",
     ),
-    "password_policy": Field(S, "Not supported: must stay empty; default empty."),
+    "password_policy": Field(
+        S,
+        "Name of the Vault password policy that generates the passwords of new "
+        "users and of rotate-root; default empty: 32 random letters, digits and "
+        "-_. characters.",
+    ),
     "connection_url": Field(
         S,
         "PostgreSQL URL or key=value string; use {{username}} and {{password}} "
@@ -171,6 +186,7 @@ class _ConfigHandlers:
             config = merge_config(stored if updating else None, data)
             validate_config(config)
             if config.verify_connection:
+                self._check_password_policy(config)
                 self._verify(name, config)
             save_config(request.storage, name, config)
         self.backend.close_pool(name)
@@ -201,6 +217,23 @@ class _ConfigHandlers:
         if config.verify_connection:
             self._verify(name, config)
         logger.info("config reset: config=%s", name)
+
+    def _check_password_policy(self, config: DatabaseConfig) -> None:
+        """Generate one password from the config's policy, so a typo fails here.
+
+        Vault's database engine checks the policy only when it first needs a
+        password. The check runs with verify_connection only, so a config can
+        still be written before its policy.
+        """
+        if not config.password_policy:
+            return
+        try:
+            generate_config_password(config, self.backend.system)
+        except PasswordPolicyError as err:
+            raise InvalidConfigError(
+                f"invalid password_policy: {err}; or write verify_connection=false "
+                "to store the config before the policy exists"
+            ) from err
 
     def _verify(self, name: str, config: DatabaseConfig) -> None:
         try:
@@ -235,12 +268,6 @@ def validate_config(config: DatabaseConfig) -> None:
         raise InvalidConfigError(
             f"invalid password_authentication {config.password_authentication!r}: "
             f"expected one of {', '.join(PASSWORD_AUTHENTICATIONS)}"
-        )
-    if config.password_policy:
-        # NOTE: Vault's password policies live in sys/policies/password and the
-        # system view offers no call to generate from them here yet.
-        raise InvalidConfigError(
-            "password_policy is not supported by this plugin; leave it empty"
         )
     if config.max_open_connections < 1:
         raise InvalidConfigError(

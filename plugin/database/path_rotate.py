@@ -7,7 +7,10 @@ import logging
 
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import require_config, save_config
-from plugin.database.credentials import generate_password, scram_sha256_verifier
+from plugin.database.credentials import (
+    generate_config_password,
+    scram_sha256_verifier,
+)
 from plugin.database.errors import DatabaseUnavailableError, InvalidConfigError
 from plugin.database.postgres import rotate_password
 from plugin.database.rollback import WAL_KIND_ROTATE_ROOT
@@ -40,7 +43,8 @@ def rotate_paths(backend: DatabaseBackend) -> list[Path]:
             help_description=(
                 "Sets a new random password for the config's admin user with "
                 "root_rotation_statements (default ALTER ROLE ... WITH "
-                "PASSWORD) and stores it. Afterwards only the plugin knows it."
+                "PASSWORD) and stores it. Afterwards only the plugin knows it. "
+                "The config's password_policy, when set, generates the password."
             ),
         )
     ]
@@ -54,7 +58,7 @@ def rotate_root(backend: DatabaseBackend, request: Request, name: str) -> None:
             raise InvalidConfigError(
                 f"config {name!r} has no password to rotate: write one first"
             )
-        new_password = generate_password()
+        new_password = generate_config_password(config, backend.system)
         value = (
             scram_sha256_verifier(new_password)
             if config.sends_verifier()
