@@ -12,11 +12,14 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import requests
 
+from devstack.stack import StackState
 from plugin.aws.secret_access_keys import retry_for
 from plugin.framework import list_wal
 from plugin.logical import BadRequestError, Operation
 from tests.support.database import Mount, new_mount
+from tests.support.database_stack import admin_client, jwt_accessor, plugin_mount
 from tests.support.moto import aws_creds
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/agents"
@@ -76,6 +79,17 @@ def test_root_config_write_merges(mount: Mount) -> None:
     assert data["region"] == "us-west-2"
     assert data["max_retries"] == 2
     assert data["access_key"] == "AKIAEXAMPLEROOT00001"
+
+
+def test_root_config_null_max_retries_kept(mount: Mount) -> None:
+    configure_root(mount, max_retries=2)
+
+    configure_root(mount, region=None)
+
+    data = read_data(mount, "aws/config/root")
+    # Vault would store 0, no retries; here hvac's null keeps the stored value.
+    assert data["max_retries"] == 2
+    assert data["region"] == ""
 
 
 @pytest.mark.parametrize(
@@ -179,6 +193,54 @@ def test_role_update_keeps_other_fields(mount: Mount) -> None:
     assert data["credential_type"] == "iam_user"
     assert data["policy_arns"] == [POLICY_ARN]
     assert data["allowed_agents"] == ["dev", "ops-*"]
+
+
+def test_role_update_with_null_clears(mount: Mount) -> None:
+    mount.write(
+        "aws/roles/reader",
+        credential_type="iam_user",
+        policy_arns=[POLICY_ARN],
+        iam_tags={"team": "data"},
+        allowed_agents="dev",
+        default_ttl=600,
+    )
+    # Terraform sends null for an optional attribute the user removed.
+    body = {"policy_arns": None, "iam_tags": None, "default_ttl": None}
+    mount.request(Operation.UPDATE, "aws/roles/reader", body)
+
+    data = read_data(mount, "aws/roles/reader")
+    assert data["policy_arns"] == []
+    assert data["iam_tags"] == {}
+    # A null duration counts as absent, as in Vault: the stored value stays.
+    assert data["default_ttl"] == 600
+    assert data["allowed_agents"] == ["dev"]
+    assert data["credential_type"] == "iam_user"
+
+
+@pytest.mark.stack
+def test_null_through_openbao_clears(stack: StackState) -> None:
+    admin = admin_client(stack)
+    with plugin_mount(admin, "agent-creds-aws-null", jwt_accessor=jwt_accessor(admin)):
+        path = "agent-creds-aws-null/aws/roles/reader"
+        admin.write(
+            path,
+            credential_type="iam_user",
+            policy_arns=[POLICY_ARN],
+            allowed_agents="dev",
+        )
+        # The raw JSON body that Terraform sends for a removed attribute.
+        reply = requests.post(
+            f"{stack.vault_addr}/v1/{path}",
+            headers={"X-Vault-Token": stack.root_token},
+            data='{"policy_arns": null}',
+            timeout=30,
+        )
+        assert reply.status_code == 204, reply.text
+
+        data = admin.read(path)["data"]
+        assert data["policy_arns"] == []
+        assert data["allowed_agents"] == ["dev"]
+        assert data["credential_type"] == "iam_user"
 
 
 @pytest.mark.parametrize(

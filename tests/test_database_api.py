@@ -223,3 +223,42 @@ def test_rotate_root_rollback_keeps_old(mount: Mount, pg_cluster: Cluster) -> No
     stored = load_config(mount.storage, "pg")
     assert stored is not None and stored.password == pg_cluster.password
     assert mount.storage.list("wal/") == []
+
+
+def test_role_update_with_null_clears(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    add_role(mount, max_ttl=600, renew_statements=["SELECT 1"])
+    # Terraform sends null for an optional attribute the user removed.
+    mount.request(
+        Operation.UPDATE,
+        "database/roles/demo-readonly",
+        {"allowed_agents": None, "renew_statements": None, "max_ttl": None},
+    )
+
+    response = mount.read("database/roles/demo-readonly")
+
+    assert response is not None
+    assert response.data["allowed_agents"] == []
+    assert response.data["renew_statements"] == []
+    # A null duration counts as absent, as in Vault: the stored value stays.
+    assert response.data["max_ttl"] == 600
+    assert response.data["creation_statements"] == [READONLY]
+
+
+def test_config_update_with_null_clears(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster, max_open_connections=2, owner_role="postgres")
+
+    mount.request(
+        Operation.UPDATE,
+        "database/config/pg",
+        {"allowed_roles": None, "owner_role": None, "max_open_connections": None},
+    )
+
+    response = mount.read("database/config/pg")
+    assert response is not None
+    assert response.data["allowed_roles"] == []
+    details = response.data["connection_details"]
+    assert details["owner_role"] == ""
+    # 0, and so null, means the default of 4, as in Vault's SQL plugins.
+    assert details["max_open_connections"] == 4
+    assert details["username"] == "postgres"

@@ -21,6 +21,7 @@ import hvac.exceptions
 import jwt
 import psycopg
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -285,6 +286,39 @@ def test_revoke_fails_while_postgres_down(
         row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,))
         assert row.fetchone() is None
     admin.delete(f"{mount}/database/config/outage")
+
+
+def test_null_clears_config_and_role_fields(
+    admin: hvac.Client, stack: StackState, mount: str
+) -> None:
+    configure(admin, stack, "nulls", DATABASE)
+    add_role(admin, "nulls-reader", "nulls", max_ttl="10m")
+    # The raw JSON bodies Terraform sends for removed attributes.
+    bodies = {
+        f"{mount}/database/config/nulls": '{"allowed_roles": null}',
+        f"{mount}/database/roles/nulls-reader": (
+            '{"allowed_agents": null, "max_ttl": null}'
+        ),
+    }
+    for path, body in bodies.items():
+        reply = requests.post(
+            f"{stack.vault_addr}/v1/{path}",
+            headers={"X-Vault-Token": stack.root_token},
+            data=body,
+            timeout=30,
+        )
+        assert reply.status_code == 204, reply.text
+
+    config = admin.read(f"{mount}/database/config/nulls")["data"]
+    assert config["allowed_roles"] == []
+    assert config["connection_details"]["username"] == stack.pg_user
+    role = admin.read(f"{mount}/database/roles/nulls-reader")["data"]
+    assert role["allowed_agents"] == []
+    # A null duration counts as absent, as in Vault: the stored value stays.
+    assert role["max_ttl"] == 600
+    assert role["db_name"] == "nulls"
+    admin.delete(f"{mount}/database/roles/nulls-reader")
+    admin.delete(f"{mount}/database/config/nulls")
 
 
 LONG_JWT = "jwt-db-e2e-long"

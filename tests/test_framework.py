@@ -99,6 +99,52 @@ def test_field_data_defaults_and_require() -> None:
         data.require("s")
 
 
+# Defaults differ from the zero values, so the tests can distinguish them.
+NULL_SCHEMA = {
+    "s": Field(FieldType.STRING, "Name; default x.", default="x"),
+    "i": Field(FieldType.INT, "Count; default 4.", default=4),
+    "b": Field(FieldType.BOOL, "Flag; default true.", default=True),
+    "d": Field(FieldType.DURATION, "TTL; default 60.", default=60),
+    "l": Field(FieldType.STRING_LIST, "Statements; default [a].", default=["a"]),
+    "c": Field(FieldType.COMMA_STRING_LIST, "Globs; default a,b.", default="a,b"),
+    "m": Field(FieldType.MAP, "Settings; default {k: v}.", default={"k": "v"}),
+    "kv": Field(FieldType.KV_PAIRS, "Tags; default {k: v}.", default={"k": "v"}),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "zero"),
+    [("s", ""), ("i", 0), ("b", False), ("l", []), ("c", []), ("m", {}), ("kv", {})],
+)
+def test_null_is_present_zero_value(name: str, zero: Any) -> None:
+    data = FieldData(NULL_SCHEMA, {name: None})
+
+    value, present = data.get_ok(name)
+    assert present
+    assert value == zero
+    assert type(value) is type(zero)
+    assert data.get(name) == zero
+    assert data.get_or(name, "stored") == zero
+    assert data.is_null(name)
+
+
+def test_null_duration_is_absent() -> None:
+    data = FieldData(NULL_SCHEMA, {"d": None})
+
+    assert data.get_ok("d") == (None, False)
+    assert data.get("d") == 60
+    assert data.get_or("d", 5) == 5
+    assert data.is_null("d")
+
+
+def test_is_null_only_for_null() -> None:
+    data = FieldData(NULL_SCHEMA, {"s": "", "i": 0})
+
+    assert not data.is_null("s")
+    assert not data.is_null("i")
+    assert not data.is_null("b")
+
+
 def echo(request: Request, data: FieldData) -> Response:
     return Response(data={"name": data.get("name"), "ttl": data.get("ttl")})
 

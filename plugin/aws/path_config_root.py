@@ -110,6 +110,11 @@ def merge_root(stored: RootConfig | None, data: FieldData) -> RootConfig:
         value, present = data.get_ok(name)
         if present:
             setattr(config, name, value)
+    if data.is_null("max_retries"):
+        # hvac's configure_root_iam_credentials always sends max_retries,
+        # null when the caller gives none. Vault stores that null as 0, which
+        # turns off the SDK's retries. Here it keeps the stored value, or -1.
+        config.max_retries = (stored or RootConfig()).max_retries
     return config
 
 

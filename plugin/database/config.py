@@ -15,6 +15,7 @@ SUPPORTED_PLUGINS = (PLUGIN_NAME,)
 PASSWORD_AUTHENTICATIONS = ("password", "scram-sha-256")
 CONFIG_PREFIX = "database/config/"
 DEFAULT_PORT = 5432
+DEFAULT_MAX_OPEN_CONNECTIONS = 4
 # Connection-string keys that must come from the config's own fields.
 _RESERVED_PARAMS = ("password", "passfile", "sslpassword")
 
@@ -32,7 +33,7 @@ class DatabaseConfig:
     connection_url: str = ""
     username: str = ""
     password: str = ""
-    max_open_connections: int = 4
+    max_open_connections: int = DEFAULT_MAX_OPEN_CONNECTIONS
     max_idle_connections: int = 0
     max_connection_lifetime: int = 0
     password_authentication: str = "password"  # noqa: S105 (a method name)

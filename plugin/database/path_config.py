@@ -6,6 +6,7 @@ import logging
 
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import (
+    DEFAULT_MAX_OPEN_CONNECTIONS,
     PASSWORD_AUTHENTICATIONS,
     SUPPORTED_PLUGINS,
     DatabaseConfig,
@@ -70,7 +71,9 @@ CONFIG_FIELDS = {
         S, "Admin password, never returned on read; default empty.", sensitive=True
     ),
     "max_open_connections": Field(
-        INT, "Max connections open at once; default 4.", default=4
+        INT,
+        "Max connections open at once; 0 means the default; default 4.",
+        default=DEFAULT_MAX_OPEN_CONNECTIONS,
     ),
     "max_idle_connections": Field(
         INT, "Max idle connections kept; default 0, meaning max_open_connections."
@@ -254,6 +257,9 @@ def merge_config(stored: DatabaseConfig | None, data: FieldData) -> DatabaseConf
         value, present = data.get_ok(field_name)
         if present:
             setattr(config, field_name, value)
+    if config.max_open_connections == 0:
+        # Vault's SQL connection producer reads 0, or a null, as its default.
+        config.max_open_connections = DEFAULT_MAX_OPEN_CONNECTIONS
     return config
 
 
@@ -271,8 +277,8 @@ def validate_config(config: DatabaseConfig) -> None:
         )
     if config.max_open_connections < 1:
         raise InvalidConfigError(
-            f"invalid max_open_connections {config.max_open_connections}: "
-            "expected 1 or more"
+            f"invalid max_open_connections {config.max_open_connections}: expected "
+            f"1 or more, or 0 for the default of {DEFAULT_MAX_OPEN_CONNECTIONS}"
         )
     if not config.connection_url:
         raise InvalidConfigError("missing connection_url: give a PostgreSQL URL")

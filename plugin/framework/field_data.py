@@ -16,6 +16,11 @@ class FieldData:
     the request before its handler runs. Parameters the path does not
     declare are collected in `unknown`, and the backend reports them as a
     warning the way Vault does.
+
+    A JSON null counts as present with the type's zero value (not the
+    field's default), so an update with null clears a stored value, as in
+    Vault. Terraform sends null for an optional attribute a user removed.
+    A null duration counts as absent, as Vault's framework treats it.
     """
 
     def __init__(
@@ -34,8 +39,12 @@ class FieldData:
         self._parsed: dict[str, Any] = {}
         for name, value in self.raw.items():
             field = schema.get(name)
-            if field is not None and value is not None:
+            if field is None:
+                continue
+            if value is not None:
                 self._parsed[name] = field.parse(name, value)
+            elif not field.null_is_absent():
+                self._parsed[name] = field.zero_value()
 
     def get_ok(self, name: str) -> tuple[Any, bool]:
         """Return the parsed value and whether the request contained it."""
@@ -43,6 +52,11 @@ class FieldData:
         if name in self._parsed:
             return self._parsed[name], True
         return None, False
+
+    def is_null(self, name: str) -> bool:
+        """Return whether the request sent `name` as JSON null."""
+        self._field(name)
+        return name in self.raw and self.raw[name] is None
 
     def get(self, name: str) -> Any:
         """Return the request's value, or the field's default when absent."""

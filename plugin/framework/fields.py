@@ -54,7 +54,20 @@ class Field:
         """Return the default, or the zero value of the type when none is set."""
         if self.default is not None:
             return parse_value(self.type, self.default, "default")
+        return self.zero_value()
+
+    def zero_value(self) -> Any:
+        """Return the zero value of the type: "", 0, false, or an empty list or map."""
         return _ZERO[self.type]()
+
+    def null_is_absent(self) -> bool:
+        """Return whether a JSON null for this field counts as leaving it out.
+
+        Vault's framework (sdk/framework/field_data.go, getPrimitive) decodes
+        null as present with the type's zero value, except for durations,
+        which it treats as absent.
+        """
+        return self.type is FieldType.DURATION
 
     def parse(self, name: str, raw: Any) -> Any:
         """Parse a raw request value for this field."""
