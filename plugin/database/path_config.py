@@ -242,9 +242,15 @@ class _ConfigHandlers:
         try:
             self.backend.verify(name, config)
         except LogicalError as err:
+            fix = "fix the connection fields"
+            if "certificate verify failed" in str(err):
+                fix = (
+                    "set tls_ca to the PEM certificate of the CA that signed the "
+                    "server's certificate"
+                )
             raise InvalidConfigError(
-                f"error verifying the connection of config {name!r}: {err}; fix the "
-                "connection fields or write verify_connection=false"
+                f"error verifying the connection of config {name!r}: {err}; {fix} "
+                "or write verify_connection=false"
             ) from err
 
 
