@@ -54,17 +54,6 @@ class DatabaseBackend:
         """Run `call` on an I/O thread, so its round trips overlap the caller's."""
         return self._io.submit(call, *args)
 
-    def prefetch_entity(self, entity_id: str) -> SystemView:
-        """Return the system view, with the entity `entity_id` already requested.
-
-        Its `entity_info(entity_id)` returns the result of a call started
-        here on an I/O thread, so that round trip overlaps the caller's.
-        """
-        if not entity_id:
-            return self._system
-        entity = self.submit(self._system.entity_info, entity_id)
-        return _PrefetchedEntity(self._system, entity_id, entity)
-
     def defer(
         self, call: Callable[..., object], *args: Any, key: Hashable = None
     ) -> None:
@@ -192,6 +181,9 @@ class CachedSystemView:
     def plugin_env_vault_version(self) -> str:
         return self._system().plugin_env_vault_version()
 
+    def generate_password_from_policy(self, policy_name: str) -> str:
+        return self._system().generate_password_from_policy(policy_name)
+
     def _mount_ttls(self) -> tuple[int, int]:
         # Threads may race to refresh; each stores a correct pair.
         if time.monotonic() - self._fetched_at > MOUNT_TTL_CACHE_SECONDS:
@@ -199,31 +191,6 @@ class CachedSystemView:
             self._ttls = (system.default_lease_ttl(), system.max_lease_ttl())
             self._fetched_at = time.monotonic()
         return self._ttls
-
-
-class _PrefetchedEntity:
-    """A system view whose entity lookup of one id is already in flight."""
-
-    def __init__(
-        self, system: SystemView, entity_id: str, entity: Future[Entity | None]
-    ) -> None:
-        self._system = system
-        self._entity_id = entity_id
-        self._entity = entity
-
-    def default_lease_ttl(self) -> int:
-        return self._system.default_lease_ttl()
-
-    def max_lease_ttl(self) -> int:
-        return self._system.max_lease_ttl()
-
-    def entity_info(self, entity_id: str) -> Entity | None:
-        if entity_id == self._entity_id:
-            return self._entity.result()
-        return self._system.entity_info(entity_id)
-
-    def plugin_env_vault_version(self) -> str:
-        return self._system.plugin_env_vault_version()
 
 
 def _new_pool(

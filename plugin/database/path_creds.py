@@ -13,7 +13,7 @@ from plugin.database.backend import DatabaseBackend
 from plugin.database.config import DatabaseConfig
 from plugin.database.credentials import (
     NameInputs,
-    generate_password,
+    generate_config_password,
     render_username,
     scram_sha256_verifier,
 )
@@ -125,7 +125,7 @@ class _CredsHandler:
         return self._mint(request, mint)
 
     def _mint(self, request: Request, mint: Mint) -> Response:
-        password = generate_password()
+        password = generate_config_password(mint.config, self.backend.system)
         secret = self._password_value(mint, password)
         issued = time.time()
         # The WAL entry is written while PostgreSQL runs the creation
