@@ -4,24 +4,33 @@ The attestor identifies the caller from the kernel (SO_PEERCRED and /proc), so
 the request carries nothing about who the caller is. The optional `tool` and
 `on_behalf_of` values are the caller's own assertions, and the JWT carries
 them under `asserted`.
+
+agent-exec imports this module on every call, so it imports no `json`,
+`socket`, `typing` or `enum`: `_socket` is the C module under `socket`, and
+`attestor.json_lite` explains the JSON.
 """
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
 import time
-from typing import Any, NamedTuple
 
-from attestor.protocol import MAX_RESPONSE_BYTES, ErrorCode, Op
+from attestor import protocol_constants as wire
+from attestor.json_lite import dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AttestorError",
     "IssuedToken",
+    "TokenRequest",
     "inspect_identity",
     "request_reload",
     "request_token",
+    "send_token_request",
 ]
 
 
@@ -39,16 +48,75 @@ class AttestorError(Exception):
         self.code = code
 
 
-class IssuedToken(NamedTuple):
+class IssuedToken:
     """A JWT issued for the calling process; `repr` leaves the token out."""
 
-    token: str
-    agent: str
-    jti: str
-    expires_at: int
+    __slots__ = ("agent", "expires_at", "jti", "token")
+
+    def __init__(self, token: str, agent: str, jti: str, expires_at: int) -> None:
+        self.token = token
+        self.agent = agent
+        self.jti = jti
+        self.expires_at = expires_at
 
     def __repr__(self) -> str:
         return f"IssuedToken(agent={self.agent!r}, jti={self.jti!r})"  # no JWT
+
+
+class TokenRequest:
+    """A token request already sent; `result` waits for the attestor's JWT.
+
+    The caller can do other work between sending and reading, while the
+    attestor inspects it.
+    """
+
+    def __init__(self, exchange: _Exchange) -> None:
+        self._exchange = exchange
+
+    def result(self) -> IssuedToken:
+        """Read the response; raise AttestorError if the attestor rejected it."""
+        response = self._exchange.response()
+        try:
+            return IssuedToken(
+                token=str(response["token"]),
+                agent=str(response["agent"]),
+                jti=str(response["jti"]),
+                expires_at=int(response["expires_at"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise AttestorError(
+                wire.BAD_RESPONSE,
+                f"attestor at {self._exchange.path} returned a success response "
+                f"without token, agent, jti or expires_at ({err!r}); "
+                "check that client and daemon versions match",
+            ) from err
+
+    def close(self) -> None:
+        """Abandon the request without reading its response."""
+        self._exchange.close()
+
+
+def send_token_request(
+    socket_path: str | os.PathLike[str],
+    *,
+    tool: str | None = None,
+    on_behalf_of: str | None = None,
+    timeout: float = 5.0,
+) -> TokenRequest:
+    """Send a JWT request to the attestor at `socket_path` and return at once.
+
+    `timeout` counts from now to the end of `TokenRequest.result`. Raises
+    AttestorError (`unavailable`) when the daemon cannot be reached.
+    """
+    asserted = {
+        key: value
+        for key, value in (("tool", tool), ("on_behalf_of", on_behalf_of))
+        if value is not None
+    }
+    request: dict[str, Any] = {"op": wire.OP_TOKEN}
+    if asserted:
+        request["asserted"] = asserted
+    return TokenRequest(_Exchange(socket_path, request, timeout))
 
 
 def request_token(
@@ -63,30 +131,10 @@ def request_token(
     Raises AttestorError when the daemon rejects the caller or cannot be
     reached.
     """
-    asserted = {
-        key: value
-        for key, value in (("tool", tool), ("on_behalf_of", on_behalf_of))
-        if value is not None
-    }
-    request: dict[str, Any] = {"op": Op.TOKEN.value}
-    if asserted:
-        request["asserted"] = asserted
-
-    response = _exchange(socket_path, request, timeout)
-    try:
-        return IssuedToken(
-            token=str(response["token"]),
-            agent=str(response["agent"]),
-            jti=str(response["jti"]),
-            expires_at=int(response["expires_at"]),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise AttestorError(
-            ErrorCode.BAD_RESPONSE,
-            f"attestor at {os.fspath(socket_path)} returned a success response "
-            f"without token, agent, jti or expires_at ({err!r}); "
-            "check that client and daemon versions match",
-        ) from err
+    request = send_token_request(
+        socket_path, tool=tool, on_behalf_of=on_behalf_of, timeout=timeout
+    )
+    return request.result()
 
 
 def inspect_identity(
@@ -97,92 +145,110 @@ def inspect_identity(
     The result has `process` (the attested facts) and `agent` (the matching
     agent's name, or None with the reason in `error`).
     """
-    return _exchange(socket_path, {"op": Op.INSPECT.value}, timeout)
+    return _Exchange(socket_path, {"op": wire.OP_INSPECT}, timeout).response()
 
 
 def request_reload(
     socket_path: str | os.PathLike[str], *, timeout: float = 5.0
 ) -> None:
     """Ask the daemon to re-read its config and keys (root or its own uid)."""
-    _exchange(socket_path, {"op": Op.RELOAD.value}, timeout)
+    _Exchange(socket_path, {"op": wire.OP_RELOAD}, timeout).response()
 
 
-def _exchange(
-    socket_path: str | os.PathLike[str], request: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    path = os.fspath(socket_path)
-    try:
-        raw = _send_and_receive(path, json.dumps(request).encode() + b"\n", timeout)
-    except (FileNotFoundError, ConnectionRefusedError) as err:
-        raise AttestorError(
-            ErrorCode.UNAVAILABLE,
-            f"no attestor is listening at {path} ({err.strerror}); start "
-            "`agent-attestor serve` or set AGENT_ATTESTOR_SOCKET to its socket",
-        ) from err
-    except TimeoutError as err:
-        raise AttestorError(
-            ErrorCode.UNAVAILABLE,
-            f"attestor at {path} did not respond within {timeout:g} s; "
-            "check the daemon's log",
-        ) from err
-    except OSError as err:
-        raise AttestorError(
-            ErrorCode.UNAVAILABLE,
-            f"cannot talk to the attestor at {path}: {err}; check the socket's "
-            "permissions and the daemon's log",
-        ) from err
-    return _parse_response(path, raw)
+class _Exchange:
+    """One request on its own connection, sent on construction, read by `response`."""
 
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        request: dict[str, Any],
+        timeout: float,
+    ) -> None:
+        self.path = os.fspath(socket_path)
+        self._timeout = timeout
+        # One deadline for the whole exchange: a server trickling bytes must
+        # not extend it with every recv.
+        self._deadline = time.monotonic() + timeout
+        self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(self.path)
+            self._sock.sendall(dumps(request).encode() + b"\n")
+        except OSError as err:
+            self._sock.close()
+            raise self._unavailable(err) from err
 
-def _send_and_receive(path: str, payload: bytes, timeout: float) -> bytes:
-    # One deadline for the whole exchange: a server trickling bytes must not
-    # extend it with every recv.
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(payload)
+    def response(self) -> dict[str, Any]:
+        try:
+            raw = self._receive()
+        except OSError as err:
+            raise self._unavailable(err) from err
+        finally:
+            self._sock.close()
+        return _parse_response(self.path, raw)
 
+    def close(self) -> None:
+        self._sock.close()
+
+    def _receive(self) -> bytes:
         chunks: list[bytes] = []
         received = 0
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = sock.recv(65536)
+            self._sock.settimeout(remaining)
+            chunk = self._sock.recv(65536)
             if not chunk:
                 break
             chunks.append(chunk)
             received += len(chunk)
-            if chunk.endswith(b"\n") or received > MAX_RESPONSE_BYTES:
+            if chunk.endswith(b"\n") or received > wire.MAX_RESPONSE_BYTES:
                 break
-    return b"".join(chunks)
+        return b"".join(chunks)
+
+    def _unavailable(self, err: OSError) -> AttestorError:
+        if isinstance(err, FileNotFoundError | ConnectionRefusedError):
+            message = (
+                f"no attestor is listening at {self.path} ({err.strerror}); start "
+                "`agent-attestor serve` or set AGENT_ATTESTOR_SOCKET to its socket"
+            )
+        elif isinstance(err, TimeoutError):
+            message = (
+                f"attestor at {self.path} did not respond within "
+                f"{self._timeout:g} s; check the daemon's log"
+            )
+        else:
+            message = (
+                f"cannot talk to the attestor at {self.path}: {err}; check the "
+                "socket's permissions and the daemon's log"
+            )
+        return AttestorError(wire.UNAVAILABLE, message)
 
 
 def _parse_response(path: str, raw: bytes) -> dict[str, Any]:
-    if len(raw) > MAX_RESPONSE_BYTES:
+    if len(raw) > wire.MAX_RESPONSE_BYTES:
         raise AttestorError(
-            ErrorCode.BAD_RESPONSE,
-            f"attestor at {path} sent more than {MAX_RESPONSE_BYTES} bytes; "
+            wire.BAD_RESPONSE,
+            f"attestor at {path} sent more than {wire.MAX_RESPONSE_BYTES} bytes; "
             "check that the socket belongs to agent-attestor",
         )
     try:
-        response = json.loads(raw)
+        response = loads(raw)
     except ValueError as err:
         raise AttestorError(
-            ErrorCode.BAD_RESPONSE,
+            wire.BAD_RESPONSE,
             f"attestor at {path} sent a response that is not JSON "
             f"({len(raw)} bytes); check the daemon's log",
         ) from err
     if not isinstance(response, dict):
         raise AttestorError(
-            ErrorCode.BAD_RESPONSE,
+            wire.BAD_RESPONSE,
             f"attestor at {path} sent a JSON {type(response).__name__}, "
             "expected an object",
         )
     if response.get("ok") is not True:
-        code = str(response.get("code") or ErrorCode.INTERNAL)
+        code = str(response.get("code") or wire.INTERNAL)
         message = str(response.get("error") or "request rejected without a message")
         raise AttestorError(code, message)
     return response

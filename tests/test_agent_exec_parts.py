@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
+import math
 import socket
 import ssl
 import threading
@@ -37,6 +39,7 @@ from attestor.agent_exec.options import parse_options
 from attestor.agent_exec.renew import Renewable, Renewer
 from attestor.agent_exec.roles import Role, creds_params, parse_role
 from attestor.agent_exec.vault import VaultClient, _tidy
+from attestor.json_lite import dumps, loads
 from tests.support.exec_fakes import VaultState, fake_vault, make_jwt
 
 DB_DATA = {
@@ -202,6 +205,28 @@ def test_options_keep_command_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options.command == ["sh", "--json", "-c", "x"]
     assert options.vault_addr == "http://127.0.0.1:2"
     assert options.json is False
+
+
+def test_json_lite_matches_json() -> None:
+    document = {"a": [1, -2.5, 'x\u00e9\n"', True, None, {"b": False}], "ü": {}}
+    text = dumps(document)
+    assert text.isascii()
+    assert json.loads(text) == document
+    assert loads(text) == document
+    assert loads(json.dumps(document, indent=2).encode()) == document
+    assert math.isnan(loads(" NaN "))
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "[1,]", '"\\q"', "\xff"])
+def test_json_lite_rejects_invalid(text: str) -> None:
+    with pytest.raises(ValueError):
+        loads(text.encode("latin-1"))
+
+
+@pytest.mark.parametrize("value", [{1: "a"}, float("inf"), {"a": {1, 2}}])
+def test_json_lite_rejects_unencodable(value: object) -> None:
+    with pytest.raises(TypeError):
+        dumps(value)
 
 
 def test_tidy_flattens_multierror() -> None:
