@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from attestor.agent_exec.http import HttpConnection, HttpError
 from attestor.agent_exec.options import parse_options
 from attestor.agent_exec.renew import Renewable, Renewer
 from attestor.agent_exec.roles import Role, creds_params, parse_role
+from attestor.agent_exec.urls import quote, split_base_url
 from attestor.agent_exec.vault import VaultClient, _tidy
 from attestor.json_lite import dumps, loads
 from tests.support.exec_fakes import VaultState, fake_vault, make_jwt
@@ -205,6 +207,101 @@ def test_options_keep_command_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options.command == ["sh", "--json", "-c", "x"]
     assert options.vault_addr == "http://127.0.0.1:2"
     assert options.json is False
+
+
+def test_options_prefixes_and_flag_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    options = parse_options(
+        ["--ro=a", "--role", "aws/b", "-vv", "--kill", "0.5", "--js", "cmd", "-v"]
+    )
+    assert options.roles == ["a", "aws/b"]
+    assert options.verbose == 2
+    assert options.kill_timeout == 0.5
+    assert options.json is True
+    assert options.command == ["cmd", "-v"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--t", "x"], "ambiguous option: --t could match --tool, --ttl"),
+        (["--tool"], "argument --tool: expected one argument"),
+        (["--tool", "--json"], "argument --tool: expected one argument"),
+        (["--json=yes"], "argument --json: ignored explicit argument 'yes'"),
+        (["-x"], "unrecognized arguments: -x"),
+        (["--ttl", "0"], "argument --ttl: must be at least 1 second, got 0"),
+        (["--ttl", "soon"], "argument --ttl: invalid number of seconds 'soon'"),
+    ],
+)
+def test_options_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    with pytest.raises(UsageError) as caught:
+        parse_options(["--role", "d", *argv, "--", "true"])
+    assert str(caught.value) == f"{message}; see agent-exec --help"
+
+
+def test_options_need_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    with pytest.raises(UsageError, match="required: --role"):
+        parse_options(["--", "true"])
+
+
+def test_options_help_lists_every_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as caught:
+        parse_options(["--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: agent-exec --role NAME")
+    for option in ("--role NAME", "--attestor-socket PATH", "--tool TEXT"):
+        assert f"  {option}" in text
+    for option in ("--on-behalf-of TEXT", "--ttl SECONDS", "-v, --verbose"):
+        assert f"  {option}" in text
+    assert "  77  denied" in text
+    assert max(len(line) for line in text.splitlines()) <= 78
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "netloc"),
+    [
+        ("http://127.0.0.1:8200", "127.0.0.1", 8200, "127.0.0.1:8200"),
+        ("HTTPS://Vault.Example", "vault.example", 443, "Vault.Example"),
+        ("http://[::1]:8200/v1?x#y", "::1", 8200, "[::1]:8200"),
+        ("http://user@vault:80/", "vault", 80, "vault:80"),
+    ],
+)
+def test_split_base_url(url: str, host: str, port: int, netloc: str) -> None:
+    parts = split_base_url(url)
+    assert parts.host == host
+    assert parts.port == port
+    assert parts.netloc == netloc
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("vault:8200", "the scheme is not http or https"),
+        ("ftp://vault", "the scheme is not http or https"),
+        ("http://", "the host is missing"),
+        ("http://[::1", "the IPv6 host has no closing bracket"),
+        ("http://v:99999", "the port 99999 is above 65535"),
+        ("http://v:x", "the port 'x' is not a number"),
+    ],
+)
+def test_split_base_url_rejects(url: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        split_base_url(url)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("text", ["a b@c/d:e%f", "Zoë ✓/~_.-", "", "\x00+&="])
+def test_quote_matches_urllib(text: str) -> None:
+    assert quote(text) == urllib.parse.quote(text)
+    assert quote(text, safe="") == urllib.parse.quote(text, safe="")
 
 
 def test_json_lite_matches_json() -> None:
