@@ -123,6 +123,17 @@ def test_not_executable_mints_nothing(fakes: Fakes) -> None:
     assert fakes.vault.requests == []
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--tool", "ps\tql"), ("--on-behalf-of", "")]
+)
+def test_invalid_assertion_sends_nothing(fakes: Fakes, option: str, value: str) -> None:
+    result = fakes.run("--role", "demo-readonly", option, value, "--", "true")
+    assert result.returncode == 64
+    assert f"invalid {option} value" in result.stderr
+    assert fakes.attestor.requests == []
+    assert fakes.vault.requests == []
+
+
 def test_signal_death_is_128_plus_n(fakes: Fakes) -> None:
     result = fakes.run("--role", "demo-readonly", "--", "sh", "-c", "kill -9 $$")
     assert result.returncode == 137

@@ -209,6 +209,35 @@ def test_options_keep_command_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options.json is False
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--tool", "ps\tql", "invalid --tool value 'ps\\tql': it contains a tab"),
+        ("--tool", "psql\n", "non-printable character"),
+        ("--on-behalf-of", "", "invalid --on-behalf-of value '': give 1 to 256"),
+        ("--on-behalf-of", "a" * 257, "it has 257 characters"),
+    ],
+)
+def test_options_reject_invalid_assertion(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    with pytest.raises(UsageError) as caught:
+        parse_options(["--role", "d", option, value, "--", "true"])
+    assert message in str(caught.value)
+    assert caught.value.exit_code == 64
+
+
+def test_options_accept_printable_assertion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    longest = "é" * 256
+    options = parse_options(
+        ["--role", "d", "--tool", longest, "--on-behalf-of=a b@c", "--", "true"]
+    )
+    assert options.tool == longest
+    assert options.on_behalf_of == "a b@c"
+
+
 def test_options_prefixes_and_flag_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
     options = parse_options(

@@ -311,6 +311,23 @@ def test_audit_record_matches_vault(stack: Any) -> None:
     assert record["call_id"] in audit_log.read_text()
 
 
+def test_assertion_limits_match_attestor(stack: Any) -> None:
+    # agent-exec rejects what the attestor would reject; the longest value
+    # it accepts, in non-ASCII printable characters, the attestor accepts too.
+    longest = "é" * 256
+    accepted = run_exec(
+        stack, "--json", "--role", "demo-readonly", "--tool", longest, "--", "true"
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert audit_record(accepted)["asserted"] == {"tool": longest}
+
+    rejected = run_exec(
+        stack, "--role", "demo-readonly", "--tool", longest + "é", "--", "true"
+    )
+    assert rejected.returncode == 64
+    assert "the attestor accepts at most 256" in rejected.stderr
+
+
 @contextmanager
 def short_ttls(admin: hvac.Client, seconds: int) -> Iterator[None]:
     """Give the JWT role's tokens and demo-readonly's leases a TTL of `seconds`."""

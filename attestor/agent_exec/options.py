@@ -18,6 +18,7 @@ from attestor.agent_exec.errors import UsageError
 from attestor.agent_exec.urls import split_base_url
 from attestor.protocol_constants import (
     DEFAULT_SOCKET_PATH,
+    MAX_ASSERTED_CHARS,
     SOCKET_ENV,
     default_socket_path,
 )
@@ -260,6 +261,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
             "no command given: put it after '--', e.g. -- psql -c 'select 1'"
         )
     strings = parsed.strings
+    for name in ("tool", "on_behalf_of"):
+        if name in strings:
+            _check_asserted(name, strings[name])
 
     ttl = parsed.numbers.get("ttl")
     return Options(
@@ -370,6 +374,33 @@ def _store(parsed: _Parsed, option: _Option, value: str) -> None:
             parsed.numbers[option.dest] = option.convert(value)
         except ValueError as err:
             _usage_error(f"argument {option.label}: {err}")
+
+
+def _check_asserted(name: str, value: object) -> None:
+    """Reject what the attestor would reject, before anything is sent.
+
+    The attestor accepts 1 to MAX_ASSERTED_CHARS characters for which
+    `str.isprintable` holds, so no tab, newline or other control character.
+    """
+    if value is None:
+        return
+    text = str(value)
+    option = "--" + name.replace("_", "-")
+    if not text:
+        raise UsageError(
+            f"invalid {option} value '': give 1 to {MAX_ASSERTED_CHARS} printable "
+            f"characters, or leave {option} out"
+        )
+    if len(text) > MAX_ASSERTED_CHARS:
+        raise UsageError(
+            f"invalid {option} value {text[:40]!r}...: it has {len(text)} "
+            f"characters, and the attestor accepts at most {MAX_ASSERTED_CHARS}"
+        )
+    if not text.isprintable():
+        raise UsageError(
+            f"invalid {option} value {text!r}: it contains a tab, newline or other "
+            "non-printable character; give printable text only"
+        )
 
 
 def _vault_addr(option: object) -> str:
