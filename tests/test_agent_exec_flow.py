@@ -291,6 +291,40 @@ def test_leftover_processes_are_killed(fakes: Fakes) -> None:
     assert wait_for(lambda: process_gone(int(result.stdout)), timeout=2)
 
 
+def test_process_left_group_is_killed(fakes: Fakes) -> None:
+    # The background process leaves the command's process group and session,
+    # so only agent-exec, its subreaper, can still find it. The command
+    # exits once that process has written its PID, after its setsid.
+    pid_file = fakes.tmp / "escaped.pid"
+    escape = (
+        "import os, time; os.setsid(); print(os.getpid(), flush=True); time.sleep(30)"
+    )
+    script = (
+        f"{sys.executable} -c '{escape}' > {pid_file} & "
+        f"while [ ! -s {pid_file} ]; do sleep 0.05; done"
+    )
+    result = fakes.run("--role", "demo-readonly", "--json", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["child"]["leftovers_killed"] is True
+    assert wait_for(lambda: process_gone(int(pid_file.read_text())), timeout=2)
+    assert_all_revoked(fakes)
+
+
+def test_forwarded_signal_in_record(fakes: Fakes) -> None:
+    script = 'trap "exit 7" TERM; echo ready; while :; do sleep 0.1; done'
+    with fakes.start(
+        "--role", "demo-readonly", "--json", "--", "sh", "-c", script
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 7
+        record = json.loads(proc.stderr.read().strip().splitlines()[-1])
+    assert record["child"]["signals_forwarded"] == ["SIGTERM"]
+    assert record["child"]["exit_code"] == 7
+
+
 def test_renews_token_and_lease(fakes: Fakes) -> None:
     fakes.vault.token_ttl = 2
     fakes.vault.lease_ttl = 2

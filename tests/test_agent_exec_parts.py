@@ -13,6 +13,8 @@ import json
 import math
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from attestor.agent_exec.audit import decode_claims
+from attestor.agent_exec.child import _decode_environment, _encode_environment
 from attestor.agent_exec.command import resolve_command
 from attestor.agent_exec.env import aws_environ, child_environ, database_environ
 from attestor.agent_exec.errors import (
@@ -355,6 +358,95 @@ def test_json_lite_rejects_unencodable(value: object) -> None:
         dumps(value)
 
 
+def test_environment_message_round_trip() -> None:
+    env = {
+        "PATH": "/bin",
+        "PGPASSWORD": "p=ss word",
+        "EMPTY": "",
+        "SURROGATE": "\udcff",
+    }
+    decoded = _decode_environment(_encode_environment(env))
+    assert decoded == {
+        b"PATH": b"/bin",
+        b"PGPASSWORD": b"p=ss word",
+        b"EMPTY": b"",
+        b"SURROGATE": b"\xff",
+    }
+
+
+def test_environment_message_cut_short() -> None:
+    message = _encode_environment({"PGPASSWORD": "secret"})
+    assert _decode_environment(message[:-1]) is None
+    assert _decode_environment(message[:4]) is None
+    assert _decode_environment(b"") is None
+
+
+@pytest.mark.parametrize("env", [{"A=B": "x"}, {"": "x"}, {"A": "x\0y"}])
+def test_environment_message_rejects_invalid(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="cannot pass environment variable"):
+        _encode_environment(env)
+
+
+def test_prctl_makes_process_non_dumpable() -> None:
+    script = (
+        "from attestor.agent_exec.prctl import Prctl, PR_GET_DUMPABLE, "
+        "PR_SET_DUMPABLE\n"
+        "prctl = Prctl()\n"
+        "before = prctl.call(PR_GET_DUMPABLE, 0)\n"
+        "prctl.call(PR_SET_DUMPABLE, 0)\n"
+        "print(before, prctl.call(PR_GET_DUMPABLE, 0))\n"
+        "try:\n"
+        "    prctl.call(-1, 0)\n"
+        "except OSError as err:\n"
+        "    print(err.errno)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["1", "0", "22"]  # EINVAL for option -1
+
+
+def test_call_path_imports_only_fast_modules() -> None:
+    # -S keeps site's own imports (and the editable install's) out of the
+    # list, so it shows what agent-exec's modules load.
+    modules = [
+        "attestor.agent_exec",
+        "attestor.agent_exec.vault",
+        "attestor.agent_exec.prctl",
+        "attestor.agent_exec.watchdog",
+        "attestor.agent_exec.child",
+        "attestor.agent_exec.env",
+        "attestor.agent_exec.renew",
+    ]
+    script = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        f"for name in {modules!r}:\n"
+        "    __import__(name)\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        env={"PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert "attestor.agent_exec.call" in loaded
+    slow = {"argparse", "base64", "collections", "contextlib", "ctypes", "enum"}
+    slow |= {"functools", "json", "logging", "re", "selectors", "signal", "socket"}
+    slow |= {"ssl", "threading", "typing", "urllib.parse"}
+    assert loaded & slow == set()
+
+
+def test_role_spec_equal_values_are_one_role() -> None:
+    assert parse_role("demo") == parse_role("demo")
+    assert len({parse_role("demo"), parse_role("demo")}) == 1
+    assert parse_role("demo") != parse_role("aws/demo")
+
+
 def test_tidy_flattens_multierror() -> None:
     assert _tidy("2 errors occurred:\n\t* first\n\t* second\n\n") == "first; second"
     assert _tidy("invalid lease") == "invalid lease"
@@ -419,6 +511,32 @@ def test_http_reconnects_after_close() -> None:
         assert connection.request("GET", "/", {}, None).body == b"ok"
         assert connection.request("GET", "/", {}, None).body == b"yes"
         connection.close()
+
+
+def test_http_preconnect_used_by_first_request() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+                if conn.recv(65536):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    connection = HttpConnection(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    connection.connect()
+    assert connection.request("GET", "/", {}, None).body == b"ok"
+    connection.close()
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+    listener.close()
+    thread.join(timeout=5)
+    assert len(accepted) == 1
+    for conn in accepted:
+        conn.close()
 
 
 def test_http_unreachable_server() -> None:

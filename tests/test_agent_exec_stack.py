@@ -312,8 +312,8 @@ def test_audit_record_matches_vault(stack: Any) -> None:
 
 
 def test_assertion_limits_match_attestor(stack: Any) -> None:
-    # agent-exec rejects what the attestor would reject; the longest value
-    # it accepts, in non-ASCII printable characters, the attestor accepts too.
+    # agent-exec rejects what the attestor would reject, so the longest value
+    # it accepts, here in non-ASCII characters, the attestor accepts too.
     longest = "é" * 256
     accepted = run_exec(
         stack, "--json", "--role", "demo-readonly", "--tool", longest, "--", "true"

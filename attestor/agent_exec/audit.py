@@ -11,10 +11,13 @@ caller did not mean to log.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-from typing import Any
+
+from attestor.json_lite import dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class AuditRecord:
@@ -73,7 +76,7 @@ class AuditRecord:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=False)
+        return dumps(self.as_dict())
 
 
 class Stopwatch:
@@ -93,16 +96,20 @@ class Stopwatch:
         self._timings["total"] = round((time.perf_counter() - self._origin) * 1000, 2)
 
 
+# base64url (RFC 4648, section 5) uses '-' and '_' where base64 uses '+' and '/'.
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
 def decode_claims(jwt: str) -> dict[str, Any]:
     """Return a JWT's payload without verifying it; {} if it is malformed.
 
     agent-exec only reports these claims: Vault verifies the signature.
     """
+    import binascii  # what base64 runs, without base64's own imports
+
     try:
-        payload = jwt.split(".")[1]
-        decoded = json.loads(
-            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        )
+        payload = jwt.split(".")[1].translate(_URLSAFE_TO_STANDARD)
+        decoded = loads(binascii.a2b_base64(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return {}
     return decoded if isinstance(decoded, dict) else {}

@@ -6,46 +6,65 @@ watchdog. Check every role, then read each role's credentials. Run the
 command with them in its environment while a thread renews the token and
 leases. Then revoke every lease and the token, which also happens after any
 failure that follows the login.
+
+Each request is sent as soon as its input is known, and work that does not
+depend on its response runs while the server handles it. While the attestor
+inspects the process, agent-exec connects to Vault and looks up `prctl`.
+It forks the watchdog during the role check, and it kills the processes
+that left the command's process group during the first revocation. The
+modules that only later steps need are imported during these waits instead
+of at start-up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable
-from types import FrameType
-from typing import NoReturn, TypeVar
 
+from attestor import protocol_constants as wire
+from attestor.agent_exec import signals
 from attestor.agent_exec.audit import AuditRecord, Stopwatch
-from attestor.agent_exec.child import FORWARDED, ChildResult, ChildRunner, ChildSpec
 from attestor.agent_exec.command import resolve_command
-from attestor.agent_exec.env import child_environ
 from attestor.agent_exec.errors import (
     DeniedError,
     ExecError,
     ExitCode,
     InterruptedBySignalError,
     UnavailableError,
+    suppress,
 )
 from attestor.agent_exec.logs import configure as configure_logging
 from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.options import Options, parse_options
-from attestor.agent_exec.renew import Renewable, Renewer
-from attestor.agent_exec.revoke import RevocationReport, revoke_call
 from attestor.agent_exec.roles import Role, creds_params, parse_role, resolve_roles
-from attestor.agent_exec.vault import Lease, Login, VaultClient, VaultRequestError
-from attestor.agent_exec.watchdog import Watchdog
-from attestor.client import AttestorError, IssuedToken, request_token
+from attestor.client import (
+    AttestorError,
+    IssuedToken,
+    TokenRequest,
+    send_token_request,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import NoReturn, TypeVar
+
+    from attestor.agent_exec.child import ChildResult, ChildRunner
+    from attestor.agent_exec.prctl import Prctl
+    from attestor.agent_exec.renew import Renewer
+    from attestor.agent_exec.revoke import RevocationReport
+    from attestor.agent_exec.vault import Lease, Login, VaultClient
+    from attestor.agent_exec.watchdog import Watchdog
+
+    T = TypeVar("T")
 
 log = get_logger(__name__)
 
 # Attestor failures that are a decision about the caller, not an outage.
-ATTESTOR_DENIALS = frozenset({"no_matching_agent", "process_changed", "bad_request"})
-PR_SET_DUMPABLE = 4
-PR_SET_CHILD_SUBREAPER = 36
-T = TypeVar("T")
+ATTESTOR_DENIALS = frozenset(
+    {wire.NO_MATCHING_AGENT, wire.PROCESS_CHANGED, wire.BAD_REQUEST}
+)
 
 
 class Call:
@@ -62,6 +81,7 @@ class Call:
         self.renewer: Renewer | None = None
         self.leases: list[tuple[Role, Lease]] = []
         self.error: ExecError | None = None
+        self.runner: ChildRunner | None = None
         self.child: ChildResult | None = None
         self.report: RevocationReport | None = None
 
@@ -78,7 +98,7 @@ class Call:
             self.error = ExecError(f"internal error: {type(err).__name__}: {err}")
         finally:
             # Revocation must run to the end; a second Ctrl-C must not stop it.
-            _set_signal_handlers(signal.SIG_IGN)
+            _set_signal_handlers(signals.SIG_IGN)
             self._finish()
         return self._exit_code()
 
@@ -88,14 +108,27 @@ class Call:
         self.record.program = program
         specs = [parse_role(value) for value in options.roles]
 
-        issued = self._attest()
-        _harden_process()
+        token_request = self._send_token_request()
+        # While the attestor inspects this process:
+        from attestor.agent_exec.prctl import Prctl
+        from attestor.agent_exec.vault import VaultClient
+
         vault = VaultClient(options.vault_addr, namespace=options.namespace)
         self.vault = vault
+        vault.preconnect()
+        prctl = Prctl()
+        issued = self._attest(token_request)
+        _harden_process(prctl)
         self.login = self._login(vault, issued)
-        self.watchdog = Watchdog.start(vault)
 
-        roles = self._check(lambda: resolve_roles(vault, options.mount, specs))
+        roles = self._check(
+            lambda: resolve_roles(
+                vault,
+                options.mount,
+                specs,
+                meanwhile=self._start_watchdog,
+            )
+        )
         self.record.roles = [str(role) for role in roles]
         params = [creds_params(role, options.ttl) for role in roles]
         self.stopwatch.lap("resolve_roles")
@@ -104,40 +137,73 @@ class Call:
         self.stopwatch.lap("mint")
         self.record.decision = "allowed"
 
-    def _attest(self) -> IssuedToken:
+    def _send_token_request(self) -> TokenRequest:
         options = self.options
         try:
-            issued = request_token(
+            return send_token_request(
                 options.attestor_socket,
                 tool=options.tool,
                 on_behalf_of=options.on_behalf_of,
             )
         except AttestorError as err:
-            if err.code in ATTESTOR_DENIALS:
-                self.record.decision = "denied"
-                self.record.reason = f"attestor: {err.code}"
-                raise DeniedError(f"the attestor rejected this process: {err}") from err
-            raise UnavailableError(f"attestor request failed: {err}") from err
+            raise self._attestor_failure(err) from err
+
+    def _attest(self, token_request: TokenRequest) -> IssuedToken:
+        try:
+            issued = token_request.result()
+        except AttestorError as err:
+            raise self._attestor_failure(err) from err
         self.record.call_id = issued.jti
         self.record.agent = issued.agent
-        self.record.set_claims(issued.token)
         self.stopwatch.lap("attest")
         return issued
 
+    def _attestor_failure(self, err: AttestorError) -> ExecError:
+        if err.code in ATTESTOR_DENIALS:
+            self.record.decision = "denied"
+            self.record.reason = f"attestor: {err.code}"
+            return DeniedError(f"the attestor rejected this process: {err}")
+        return UnavailableError(f"attestor request failed: {err}")
+
     def _login(self, vault: VaultClient, issued: IssuedToken) -> Login:
         mount = self.options.auth_mount
-        login = self._check(lambda: vault.login_jwt(mount, issued.agent, issued.token))
+        login = self._check(
+            lambda: vault.login_jwt(
+                mount,
+                issued.agent,
+                issued.token,
+                meanwhile=lambda: self._while_logging_in(issued.token),
+            )
+        )
         self.record.token_accessor = login.accessor
         self.record.policies = list(login.policies)
         self.stopwatch.lap("login")
         return login
 
+    def _while_logging_in(self, jwt: str) -> None:
+        if self.options.json:  # only the printed record shows the claims
+            self.record.set_claims(jwt)
+        _preload("attestor.agent_exec.watchdog")
+
+    def _start_watchdog(self) -> None:
+        """Fork the watchdog, which keeps a copy of the logged-in client."""
+        from attestor.agent_exec.watchdog import Watchdog
+
+        assert self.vault is not None
+        self.watchdog = Watchdog.start(self.vault)
+
     def _mint(
         self, vault: VaultClient, role: Role, params: dict[str, str] | None
     ) -> None:
+        from attestor.agent_exec.vault import VaultRequestError
+
         assert self.watchdog is not None
         try:
-            lease = self._check(lambda: vault.read_creds(role.path, params))
+            lease = self._check(
+                lambda: vault.read_creds(
+                    role.path, params, meanwhile=self._fork_command_early
+                )
+            )
         except VaultRequestError as err:
             raise DeniedError(
                 f"cannot read the credentials of role {role}: {err}; check that the "
@@ -165,27 +231,56 @@ class Call:
             self.record.reason = str(err)
             raise
 
-    def _run_command(self) -> None:
-        options = self.options
-        credentials = [(role.kind, lease.data) for role, lease in self.leases]
+    def _fork_command_early(self) -> None:
+        """Fork the command's process while the first credentials are minted.
+
+        A failure is left for `_run_command` to retry and report, so that
+        the response, and with it the lease, is still read.
+        """
+        try:
+            self._fork_command()
+        except OSError as err:
+            log.debug("forking the command's process failed: %s", err)
+
+    def _fork_command(self) -> None:
+        """Fork the command's process, which waits for its environment.
+
+        The watchdog learns the new process group at once.
+        """
+        from attestor.agent_exec.child import ChildRunner, ChildSpec
+
+        if self.runner is not None:
+            return
+        assert self.watchdog is not None
+        _preload("attestor.agent_exec.env", "attestor.agent_exec.renew")
         spec = ChildSpec(
             program=self.record.program,
-            argv=options.command,
-            env=child_environ(os.environ, credentials),
-            kill_timeout=options.kill_timeout,
+            argv=self.options.command,
+            kill_timeout=self.options.kill_timeout,
             inherited_ignored=self.inherited_ignored,
-            keep_pids=frozenset([self.watchdog.pid] if self.watchdog else []),
+            keep_pids=frozenset([self.watchdog.pid]),
         )
         runner = ChildRunner(spec)
-        self.child = runner.run(on_forked=self._on_forked)
+        runner.start(on_forked=self.watchdog.watch_group)
+        self.runner = runner
+
+    def _run_command(self) -> None:
+        from attestor.agent_exec.env import child_environ
+
+        self._fork_command()  # unless it ran during the mint
+        assert self.runner is not None
+        credentials = [(role.kind, lease.data) for role, lease in self.leases]
+        env = child_environ(os.environ, credentials)
+        self._start_renewer()
+        self.child = self.runner.run(env)
         self.stopwatch.lap("command")
         if self.child.exec_error:
             print(f"agent-exec: {self.child.exec_error}", file=sys.stderr)
 
-    def _on_forked(self, pgid: int) -> None:
+    def _start_renewer(self) -> None:
+        from attestor.agent_exec.renew import Renewable, Renewer
+
         assert self.vault is not None and self.login is not None
-        assert self.watchdog is not None
-        self.watchdog.watch_group(pgid)
         items = [
             Renewable(lease_id=lease.lease_id, ttl=lease.ttl)
             for _, lease in self.leases
@@ -198,17 +293,38 @@ class Call:
             self.renewer.start()
 
     def _finish(self) -> None:
+        from attestor.agent_exec.revoke import revoke_call
+
+        if self.runner is not None and not self.runner.launched:
+            self.runner.abort()
         if self.renewer is not None:
             self.renewer.stop()
         if self.vault is not None and self.login is not None:
             lease_ids = [lease.lease_id for _, lease in self.leases if lease.lease_id]
-            self.report = revoke_call(self.vault, lease_ids)
+            self.report = revoke_call(
+                self.vault, lease_ids, meanwhile=self._end_orphans
+            )
             self.record.revocation = self.report.as_dict()
             self.stopwatch.lap("revoke")
+        self._end_orphans()
+        if self.vault is not None:
             self.vault.close()
         if self.watchdog is not None:
             self.watchdog.stop()
         self.stopwatch.total()
+
+    def _end_orphans(self) -> None:
+        """Kill the processes that left the command's process group, once.
+
+        This runs while Vault revokes the first lease, because looking for
+        them reads a /proc file per process on the host.
+        """
+        if self.runner is None or not self.runner.launched or self.runner.orphans_ended:
+            return
+        try:
+            self.runner.end_orphans()
+        except Exception as err:  # revocation must go on whatever failed here
+            log.warning("killing the processes the command left failed: %r", err)
 
     def _exit_code(self) -> int:
         """Pick the exit code: a failed revocation wins, then agent-exec's error."""
@@ -241,13 +357,15 @@ class Call:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `agent-exec` console script."""
     inherited_ignored = frozenset(
-        signum for signum in FORWARDED if signal.getsignal(signum) == signal.SIG_IGN
+        signum
+        for signum in signals.FORWARDED
+        if signals.getsignal(signum) == signals.SIG_IGN
     )
     try:
         options = parse_options(argv)
     except ExecError as err:
         print(f"agent-exec: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        _exit_now(err.exit_code)
     configure_logging(options.verbose)
 
     call = Call(options, inherited_ignored)
@@ -261,12 +379,13 @@ def _exit_now(code: int) -> NoReturn:
     """End the process with `code`, skipping the interpreter's finalisation.
 
     By now the command has exited, the leases and the token are revoked, the
-    renewal thread has stopped and the watchdog has been reaped, so the
-    finalisation would only free memory: about 6 ms of every call.
+    renewal thread has stopped and the watchdog has been reaped (or nothing
+    was started), so the finalisation would only free memory: about 6 ms of
+    every call.
     """
     for stream in (sys.stdout, sys.stderr):
-        # A closed or broken stdio stream has nothing left to flush.
-        with contextlib.suppress(OSError, ValueError):
+        # A closed or broken stream has nothing left to flush.
+        with suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
 
@@ -296,13 +415,19 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def _set_signal_handlers(
-    handler: signal.Handlers | Callable[[int, FrameType | None], None],
+    handler: int | Callable[[int, FrameType | None], None],
 ) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, handler)
+    for signum in signals.TERMINATING:
+        signals.signal(signum, handler)
 
 
-def _harden_process() -> None:
+def _preload(*modules: str) -> None:
+    """Import `modules` now, while a server works, so later steps find them loaded."""
+    for name in modules:
+        __import__(name)
+
+
+def _harden_process(prctl: Prctl) -> None:
     """Become non-dumpable and the reaper of every orphaned descendant.
 
     Non-dumpable keeps same-uid processes, the command included, out of our
@@ -312,12 +437,13 @@ def _harden_process() -> None:
     our descendant, so the attestor still sees agent-exec among its
     ancestors and refuses it a JWT, and `ChildRunner` can kill it at the end.
     """
-    import ctypes  # 2 ms; needed only here
+    from attestor.agent_exec.prctl import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        error = os.strerror(ctypes.get_errno())
-        log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", error)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        error = os.strerror(ctypes.get_errno())
-        log.warning("prctl(PR_SET_CHILD_SUBREAPER, 1) failed: %s", error)
+    try:
+        prctl.call(PR_SET_DUMPABLE, 0)
+    except OSError as err:
+        log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", err.strerror)
+    try:
+        prctl.call(PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as err:
+        log.warning("prctl(PR_SET_CHILD_SUBREAPER, 1) failed: %s", err.strerror)

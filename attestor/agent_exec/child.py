@@ -7,60 +7,69 @@ agent-exec receives are forwarded once each to that group; after a
 terminating one, the group is killed with SIGKILL if the command outlives
 `kill_timeout`. Processes the command leaves behind in its group get SIGTERM
 when it exits, then SIGKILL after `kill_timeout`: their credentials are
-about to be revoked.
+about to be revoked. `end_orphans` kills those that left the group.
 
-A pipe separates the fork from the exec: the command waits on it until the
-caller's `on_forked` hook (the watchdog) knows its process group, and exits
-without running anything if agent-exec dies first.
+A pipe separates the fork from the exec. `ChildRunner.start` forks while
+the credentials are still being minted, and the forked process waits on the
+pipe. `ChildRunner.run` sends it the environment, credentials included, and
+only then does it exec the command. By then the caller's `on_forked` hook
+(the watchdog) knows its process group. If agent-exec dies first, the pipe
+ends without an environment and the process exits without running anything.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
-from types import FrameType
-from typing import NamedTuple, NoReturn
 
-from attestor.agent_exec.errors import ExitCode
+from attestor.agent_exec import signals
+from attestor.agent_exec.errors import ExitCode, suppress
 from attestor.agent_exec.logs import get_logger
+from attestor.agent_exec.signals import FORWARDED, TERMINATING
 from attestor.agent_exec.tty import Terminal, foreground_terminal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from types import FrameType
+    from typing import NoReturn
 
 log = get_logger(__name__)
 
-FORWARDED = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
-TERMINATING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
 # Python ignores SIGPIPE and SIGXFSZ itself; a command expects the defaults.
-RESET_TO_DEFAULT = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGALRM, signal.SIGCHLD)
+RESET_TO_DEFAULT = (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGALRM, signals.SIGCHLD)
 GROUP_POLL = 0.02  # seconds between checks for processes left in the group
 # Rounds of killing orphans: each round reaches one more generation.
 ORPHAN_ROUNDS = 50
 
 
-class ChildSpec(NamedTuple):
-    """The command to run: `program` is the resolved file, `argv[0]` the name typed."""
+class ChildSpec:
+    """The command to run: `program` is the resolved file, `argv[0]` the name typed.
 
-    program: str
-    argv: list[str]
-    env: Mapping[str, str]
-    kill_timeout: float = 5.0
-    inherited_ignored: frozenset[int] = frozenset()
-    # Our own children that are not the command's (the watchdog).
-    keep_pids: frozenset[int] = frozenset()
+    `keep_pids` are agent-exec's own children that are not the command's
+    (the watchdog).
+    """
+
+    __slots__ = ("argv", "inherited_ignored", "keep_pids", "kill_timeout", "program")
+
+    def __init__(
+        self,
+        program: str,
+        argv: list[str],
+        *,
+        kill_timeout: float = 5.0,
+        inherited_ignored: frozenset[int] = frozenset(),
+        keep_pids: frozenset[int] = frozenset(),
+    ) -> None:
+        self.program = program
+        self.argv = argv
+        self.kill_timeout = kill_timeout
+        self.inherited_ignored = inherited_ignored
+        self.keep_pids = keep_pids
 
     def __repr__(self) -> str:
-        return f"ChildSpec(program={self.program!r})"  # env contains the credentials
+        return f"ChildSpec(program={self.program!r})"
 
 
 class ChildResult:
@@ -82,84 +91,108 @@ class ChildResult:
 
 
 class ChildRunner:
-    """Fork, exec and wait for one command; use from the main thread only."""
+    """Fork, exec and wait for one command; use from the main thread only.
+
+    Call `start`, then either `run` or, if the call fails before the
+    command may run, `abort`.
+    """
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
         self.result = ChildResult(pid=0)
         self._terminal: Terminal | None = None
-        self._go_write = -1
+        self._env_write = -1
         self._error_read = -1
+        self.launched = False
+        self.orphans_ended = False
 
-    def run(self, on_forked: Callable[[int], None] | None = None) -> ChildResult:
-        """Start the command, forward signals until it exits, return how it ended.
+    def start(self, on_forked: Callable[[int], None] | None = None) -> None:
+        """Fork the command's process, which waits for `run` before the exec.
 
-        `on_forked(pgid)` runs after the fork and before the exec; if it
-        raises, the command is killed before it runs anything.
+        `on_forked(pgid)` runs right after the fork; if it raises, the
+        process is killed before it runs anything.
         """
         self._terminal = foreground_terminal()
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, FORWARDED)
         try:
             self._fork(old_mask)
             if on_forked is not None:
                 on_forked(self.result.pid)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
+
+    def run(self, env: Mapping[str, str]) -> ChildResult:
+        """Exec the command with `env`, forward signals and return how it ended.
+
+        A process the command left in its group gets SIGTERM, then SIGKILL
+        after `kill_timeout`, before this returns.
+        """
+        message = _encode_environment(env)
+        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, FORWARDED)
+        try:
             self._install_handlers()
             if self._terminal is not None:
                 self._terminal.hand_to(self.result.pid)
-            os.write(self._go_write, b"x")
+            _write_all(self._env_write, message)
+            self.launched = True
         except BaseException:
-            self._abort()
+            self.abort()
             raise
         finally:
-            _close(self._go_write)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            _close(self._env_write)
+            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
 
         self.result.exec_error = _read_all(self._error_read)
         _close(self._error_read)
         self.result.status = self._wait()
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signals.setitimer(signals.ITIMER_REAL, 0)
         if self._terminal is not None:
             self._terminal.take_back()
         self._end_group()
-        self._end_orphans()
         return self.result
 
-    def _fork(self, old_mask: Iterable[int]) -> None:
-        go_read, self._go_write = os.pipe()
-        self._error_read, error_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            _child_main(self.spec, self._terminal, old_mask, go_read, error_write)
-        os.close(go_read)
-        os.close(error_write)
-        self.result.pid = pid
-        # Both sides call setpgid, so neither the exec nor a forwarded signal
-        # can come before the new group exists (as shells do, see setpgid(2)).
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
-
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Kill the command's process, which has not run the command yet."""
+        _close(self._env_write)
         if self.result.pid > 0:
-            _kill_group(self.result.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.result.pid, 0)
+            _kill_group(self.result.pid, signals.SIGKILL)
+            _reap(self.result.pid)
         if self._terminal is not None:
             self._terminal.take_back()
         _close(self._error_read)
 
+    def _fork(self, old_mask: Iterable[int]) -> None:
+        env_read, self._env_write = os.pipe()
+        self._error_read, error_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            pipes = (env_read, error_write, self._env_write, self._error_read)
+            _child_main(self.spec, self._terminal, old_mask, pipes)
+        os.close(env_read)
+        os.close(error_write)
+        self.result.pid = pid
+        # Both sides call setpgid, so neither the exec nor a forwarded signal
+        # can come before the new group exists (as shells do, see setpgid(2)).
+        # EACCES: the child already called exec; ESRCH: it already exited.
+        with suppress(OSError):
+            os.setpgid(pid, pid)
+
     def _install_handlers(self) -> None:
         for signum in FORWARDED:
-            signal.signal(signum, self._forward)
-        signal.signal(signal.SIGALRM, self._kill_on_timeout)
+            signals.signal(signum, self._forward)
+        signals.signal(signals.SIGALRM, self._kill_on_timeout)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+        name = signals.NAMES.get(signum, str(signum))
         log.info("forwarding signal=%s pgid=%d", name, self.result.pid)
         self.result.forwarded.append(name)
         _kill_group(self.result.pid, signum)
-        already_armed = signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        already_armed = signals.getitimer(signals.ITIMER_REAL)[0] > 0
         if signum in TERMINATING and not already_armed:
-            signal.setitimer(signal.ITIMER_REAL, max(self.spec.kill_timeout, 0.001))
+            signals.setitimer(signals.ITIMER_REAL, max(self.spec.kill_timeout, 0.001))
 
     def _kill_on_timeout(self, signum: int, frame: FrameType | None) -> None:
         log.warning(
@@ -169,7 +202,7 @@ class ChildRunner:
             self.result.pid,
         )
         self.result.killed_after_timeout = True
-        _kill_group(self.result.pid, signal.SIGKILL)
+        _kill_group(self.result.pid, signals.SIGKILL)
 
     def _wait(self) -> int:
         flags = os.WUNTRACED if self._terminal is not None else 0
@@ -187,17 +220,17 @@ class ChildRunner:
         # The shell waits for agent-exec, not for the command: it notices the
         # stop only if agent-exec stops too. In an orphaned process group the
         # kernel discards SIGTSTP and this returns at once.
-        os.kill(os.getpid(), signal.SIGTSTP)
+        os.kill(os.getpid(), signals.SIGTSTP)
         self._terminal.hand_to(self.result.pid)
-        _kill_group(self.result.pid, signal.SIGCONT)
+        _kill_group(self.result.pid, signals.SIGCONT)
 
     def _end_group(self) -> None:
         pgid = self.result.pid
         if not _group_exists(pgid):
             return
         log.info("sending SIGTERM to processes left in pgid=%d", pgid)
-        _kill_group(pgid, signal.SIGTERM)
-        _kill_group(pgid, signal.SIGCONT)  # a stopped process handles SIGTERM late
+        _kill_group(pgid, signals.SIGTERM)
+        _kill_group(pgid, signals.SIGCONT)  # a stopped process handles SIGTERM late
         deadline = time.monotonic() + self.spec.kill_timeout
         while time.monotonic() < deadline:
             if not _group_exists(pgid):
@@ -205,15 +238,16 @@ class ChildRunner:
             time.sleep(GROUP_POLL)
         log.warning("sending SIGKILL to processes left in pgid=%d", pgid)
         self.result.leftovers_killed = True
-        _kill_group(pgid, signal.SIGKILL)
+        _kill_group(pgid, signals.SIGKILL)
 
-    def _end_orphans(self) -> None:
+    def end_orphans(self) -> None:
         """Kill and reap descendants that left the command's process group.
 
         agent-exec is their subreaper, so each one that outlived its parent
         is now our child. Killing one hands its own children to us, hence
-        the loop.
+        the loop. Call it after `run`.
         """
+        self.orphans_ended = True
         for _ in range(ORPHAN_ROUNDS):
             orphans = _children_of(os.getpid()) - self.spec.keep_pids
             if not orphans:
@@ -223,28 +257,35 @@ class ChildRunner:
             )
             self.result.leftovers_killed = True
             for pid in orphans:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signals.SIGKILL)
             for pid in orphans:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+                _reap(pid)
 
 
 def _children_of(parent: int) -> set[int]:
-    """Return the pids whose parent is `parent`, read from /proc/PID/stat."""
+    """Return the pids whose parent is `parent`, read from /proc/PID/stat.
+
+    `os.open` and `os.read` cost about a third of `open` per file, which
+    matters because this reads one file per process on the host (about
+    3.5 us each, measured on the 2-core machine of docs/benchmarks.md).
+    """
     children = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                stat = os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except OSError:
-            continue
+            continue  # the process is gone
         # The command name in parentheses may contain spaces and ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 2)
         if len(fields) > 1 and int(fields[1]) == parent:
-            children.add(int(entry.name))
+            children.add(int(name))
     return children
 
 
@@ -252,39 +293,51 @@ def _child_main(
     spec: ChildSpec,
     terminal: Terminal | None,
     old_mask: Iterable[int],
-    go_read: int,
-    error_write: int,
+    pipes: tuple[int, int, int, int],
 ) -> NoReturn:
-    """Set up the forked child and exec the command; never returns."""
+    """Set up the forked child and exec the command; never returns.
+
+    `pipes` are the child's ends of the environment and error pipes, then
+    agent-exec's ends. The child closes agent-exec's ends, so that it gets
+    end of file on the environment pipe if agent-exec dies.
+    """
+    env_read, error_write, *parent_ends = pipes
     code: int = ExitCode.INTERNAL
     try:
+        for fd in parent_ends:
+            os.close(fd)
         os.setpgid(0, 0)
         for signum in FORWARDED:
             ignored = signum in spec.inherited_ignored
-            signal.signal(signum, signal.SIG_IGN if ignored else signal.SIG_DFL)
+            signals.signal(signum, signals.SIG_IGN if ignored else signals.SIG_DFL)
         for signum in RESET_TO_DEFAULT:
-            signal.signal(signum, signal.SIG_DFL)
-        if terminal is not None:
-            terminal.hand_to(os.getpid())
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        # EOF instead of the go byte: agent-exec died before the hand-off.
-        if os.read(go_read, 1) == b"x":
-            os.execve(spec.program, spec.argv, spec.env)  # noqa: S606 - argv list
+            signals.signal(signum, signals.SIG_DFL)
+        signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
+        # No complete environment: agent-exec died or gave up before `run`.
+        env = _decode_environment(_read_all_bytes(env_read))
+        if env is not None:
+            if terminal is not None:
+                terminal.hand_to(os.getpid())
+            os.execve(spec.program, spec.argv, env)  # noqa: S606 - argv list
     except OSError as err:
         code = (
             ExitCode.NOT_FOUND if err.errno == errno.ENOENT else ExitCode.NOT_EXECUTABLE
         )
-        with contextlib.suppress(OSError):
-            os.write(
-                error_write, f"cannot execute {spec.program}: {err.strerror}".encode()
-            )
+        message = f"cannot execute {spec.program}: {err.strerror}"
+        with suppress(OSError):
+            os.write(error_write, message.encode())
     finally:
         os._exit(code)
 
 
 def _kill_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def _reap(pid: int) -> None:
+    with suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _group_exists(pgid: int) -> bool:
@@ -300,14 +353,55 @@ def _group_exists(pgid: int) -> bool:
     return True
 
 
-def _read_all(fd: int) -> str:
+def _encode_environment(env: Mapping[str, str]) -> bytes:
+    """Return `env` as NUL-ended `NAME=VALUE` entries after an 8-byte length.
+
+    The length lets the command's process tell a complete environment from
+    one cut short because agent-exec died while writing it.
+    """
+    entries = []
+    for name, value in env.items():
+        name_bytes, value_bytes = os.fsencode(name), os.fsencode(value)
+        if not name_bytes or b"=" in name_bytes or b"\0" in name_bytes + value_bytes:
+            raise ValueError(
+                f"cannot pass environment variable {name!r}: a name must be "
+                "non-empty without '=', and neither may contain a NUL byte"
+            )
+        entries.append(name_bytes + b"=" + value_bytes + b"\0")
+    block = b"".join(entries)
+    return len(block).to_bytes(8, "little") + block
+
+
+def _decode_environment(message: bytes) -> dict[bytes, bytes] | None:
+    """Return the environment `_encode_environment` wrote, or None if incomplete."""
+    block = message[8:]
+    if len(message) < 8 or int.from_bytes(message[:8], "little") != len(block):
+        return None
+    env = {}
+    for entry in block.split(b"\0")[:-1]:
+        name, _, value = entry.partition(b"=")
+        env[name] = value
+    return env
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_all_bytes(fd: int) -> bytes:
     chunks = []
-    while chunk := os.read(fd, 4096):
+    while chunk := os.read(fd, 65536):
         chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks)
+
+
+def _read_all(fd: int) -> str:
+    return _read_all_bytes(fd).decode(errors="replace")
 
 
 def _close(fd: int) -> None:
     if fd >= 0:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(fd)

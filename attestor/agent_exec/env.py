@@ -7,11 +7,13 @@ requested. The variable names are the ones libpq, psql and the AWS SDKs read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-from urllib.parse import quote
-
 from attestor.agent_exec.errors import UnavailableError
+from attestor.agent_exec.urls import quote
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 # Prefixes and names removed from the inherited environment. BAO_* are
 # OpenBao's spellings of VAULT_*; PG* and AWS_* would otherwise mix an

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from attestor.agent_exec.errors import ExecError
 from attestor.agent_exec.logs import get_logger
-from attestor.agent_exec.vault import VaultClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from attestor.agent_exec.vault import VaultClient
 
 log = get_logger(__name__)
 
@@ -40,11 +45,21 @@ class RevocationReport:
         }
 
 
-def revoke_call(vault: VaultClient, lease_ids: list[str]) -> RevocationReport:
-    """Revoke every lease, then the token; never raises on a Vault error."""
+def revoke_call(
+    vault: VaultClient,
+    lease_ids: list[str],
+    *,
+    meanwhile: Callable[[], None] | None = None,
+) -> RevocationReport:
+    """Revoke every lease, then the token; never raises on a Vault error.
+
+    `meanwhile` runs while Vault handles the first request, unless that
+    request cannot be sent.
+    """
     report = RevocationReport()
     for lease_id in lease_ids:
-        error = _revoke_lease(vault, lease_id)
+        error = _revoke_lease(vault, lease_id, meanwhile)
+        meanwhile = None
         if error:
             log.warning("revocation failed lease_id=%s error=%s", lease_id, error)
             report.failed[lease_id] = error
@@ -52,7 +67,7 @@ def revoke_call(vault: VaultClient, lease_ids: list[str]) -> RevocationReport:
             report.revoked.append(lease_id)
 
     try:
-        vault.revoke_self()
+        vault.revoke_self(meanwhile=meanwhile)
         report.token_revoked = True
     except ExecError as err:
         log.warning("token revocation failed error=%s", err)
@@ -60,10 +75,12 @@ def revoke_call(vault: VaultClient, lease_ids: list[str]) -> RevocationReport:
     return report
 
 
-def _revoke_lease(vault: VaultClient, lease_id: str) -> str:
+def _revoke_lease(
+    vault: VaultClient, lease_id: str, meanwhile: Callable[[], None] | None
+) -> str:
     """Return an empty string once the lease is gone, else the error."""
     try:
-        vault.revoke_lease(lease_id)
+        vault.revoke_lease(lease_id, meanwhile=meanwhile)
         if vault.lease_exists(lease_id):
             return "Vault still lists the lease after a successful revoke"
     except ExecError as err:

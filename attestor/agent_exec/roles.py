@@ -9,33 +9,55 @@ minted, so a role the policy does not grant fails with nothing to revoke.
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
-
 from attestor.agent_exec.errors import DeniedError, UsageError
-from attestor.agent_exec.vault import VaultClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from attestor.agent_exec.vault import VaultClient
 
 KINDS = ("database", "aws")
-# Vault's role names: the `framework.GenericNameRegex` character set.
-ROLE_NAME = re.compile(r"\w(([\w-]|\.)*\w)?", re.ASCII)
+# Vault's role names follow `framework.GenericNameRegex`, `\w(([\w-]|\.)*\w)?`
+# with ASCII `\w`: these characters, and no '-' or '.' at either end.
+NAME_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
+)
 
 
-class RoleSpec(NamedTuple):
-    """A `--role` value; `kind` is empty until resolved."""
+class RoleSpec:
+    """A `--role` value; `kind` is empty unless the value named the engine.
 
-    name: str
-    kind: str = ""
+    Equal values are one role, so `--role x --role x` reads `x` once.
+    """
+
+    __slots__ = ("kind", "name")
+
+    def __init__(self, name: str, kind: str = "") -> None:
+        self.name = name
+        self.kind = kind
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RoleSpec):
+            return NotImplemented
+        return (self.name, self.kind) == (other.name, other.kind)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.kind))
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}" if self.kind else self.name
 
 
-class Role(NamedTuple):
+class Role:
     """A role whose engine is known, with the path its credentials are read at."""
 
-    kind: str
-    name: str
-    path: str
+    __slots__ = ("kind", "name", "path")
+
+    def __init__(self, kind: str, name: str, path: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.path = path
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
@@ -47,7 +69,7 @@ def parse_role(value: str) -> RoleSpec:
         raise UsageError(
             f"invalid role {value!r}: the prefix must be 'database/' or 'aws/'"
         )
-    if not ROLE_NAME.fullmatch(name):
+    if not _is_role_name(name):
         raise UsageError(
             f"invalid role {value!r}: a role name has letters, digits, '_', '-' "
             "and '.', and starts and ends with a letter or digit"
@@ -59,14 +81,23 @@ def creds_path(mount: str, kind: str, name: str) -> str:
     return f"{mount.strip('/')}/{kind}/creds/{name}"
 
 
-def resolve_roles(vault: VaultClient, mount: str, specs: list[RoleSpec]) -> list[Role]:
-    """Find each role's engine and check the token may read every creds path."""
+def resolve_roles(
+    vault: VaultClient,
+    mount: str,
+    specs: list[RoleSpec],
+    *,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[Role]:
+    """Find each role's engine and check the token may read every creds path.
+
+    `meanwhile` runs while Vault looks up the capabilities.
+    """
     candidates = {
         spec: [creds_path(mount, kind, spec.name) for kind in _kinds(spec)]
         for spec in specs
     }
     capabilities = vault.capabilities(
-        sorted({p for ps in candidates.values() for p in ps})
+        sorted({p for ps in candidates.values() for p in ps}), meanwhile=meanwhile
     )
     roles = [_pick(spec, paths, capabilities) for spec, paths in candidates.items()]
     _check_one_per_kind(roles)
@@ -83,6 +114,15 @@ def creds_params(role: Role, ttl: int | None) -> dict[str, str] | None:
     if ttl is None:
         return None
     return {"ttl": str(ttl)}
+
+
+def _is_role_name(name: str) -> bool:
+    return (
+        bool(name)
+        and set(name) <= NAME_CHARACTERS
+        and name[0] not in "-."
+        and name[-1] not in "-."
+    )
 
 
 def _kinds(spec: RoleSpec) -> tuple[str, ...]:

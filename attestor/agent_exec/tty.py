@@ -10,19 +10,21 @@ so a background agent-exec never takes the terminal from the shell.
 from __future__ import annotations
 
 import os
-import signal
-from typing import NamedTuple
 
+from attestor.agent_exec import signals
 from attestor.agent_exec.logs import get_logger
 
 log = get_logger(__name__)
 
 
-class Terminal(NamedTuple):
+class Terminal:
     """A terminal on `fd` whose foreground group was `own_pgrp` at start."""
 
-    fd: int
-    own_pgrp: int
+    __slots__ = ("fd", "own_pgrp")
+
+    def __init__(self, fd: int, own_pgrp: int) -> None:
+        self.fd = fd
+        self.own_pgrp = own_pgrp
 
     def hand_to(self, pgid: int) -> None:
         _set_foreground(self.fd, pgid)
@@ -46,10 +48,10 @@ def foreground_terminal() -> Terminal | None:
 def _set_foreground(fd: int, pgid: int) -> None:
     # tcsetpgrp from a group that is no longer in the foreground raises
     # SIGTTOU, which would stop agent-exec; ignoring it makes the call work.
-    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    previous = signals.signal(signals.SIGTTOU, signals.SIG_IGN)
     try:
         os.tcsetpgrp(fd, pgid)
     except OSError as err:
         log.debug("tcsetpgrp failed fd=%d pgid=%d error=%s", fd, pgid, err)
     finally:
-        signal.signal(signal.SIGTTOU, previous)
+        signals.signal(signals.SIGTTOU, previous)

@@ -8,14 +8,16 @@ contain the token. Redirects, as an HA standby sends them, are followed.
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Any, NamedTuple
-from urllib.parse import quote, urlsplit
-
 from attestor.agent_exec.errors import DeniedError, ExecError, UnavailableError
 from attestor.agent_exec.http import HttpConnection, HttpError, HttpResponse
 from attestor.agent_exec.logs import get_logger
+from attestor.agent_exec.urls import quote
+from attestor.json_lite import dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 log = get_logger(__name__)
 
@@ -23,7 +25,6 @@ log = get_logger(__name__)
 # is then sent again there, with the same method, body and token.
 REDIRECTS = frozenset({301, 302, 307, 308})
 MAX_REDIRECTS = 3
-MULTIERROR_HEAD = re.compile(r"\d+ errors? occurred:")
 
 
 class VaultRequestError(DeniedError):
@@ -34,27 +35,44 @@ class VaultRequestError(DeniedError):
         self.status = status
 
 
-class Login(NamedTuple):
+class Login:
     """The token a JWT login returned; `token` is the secret part."""
 
-    token: str
-    accessor: str
-    ttl: int
-    renewable: bool
-    policies: tuple[str, ...]
-    metadata: dict[str, str]
+    __slots__ = ("accessor", "metadata", "policies", "renewable", "token", "ttl")
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        accessor: str,
+        ttl: int,
+        renewable: bool,
+        policies: tuple[str, ...],
+        metadata: dict[str, str],
+    ) -> None:
+        self.token = token
+        self.accessor = accessor
+        self.ttl = ttl
+        self.renewable = renewable
+        self.policies = policies
+        self.metadata = metadata
 
     def __repr__(self) -> str:
         return f"Login(accessor={self.accessor!r}, ttl={self.ttl})"  # no token
 
 
-class Lease(NamedTuple):
+class Lease:
     """A leased secret read from a creds path; `data` holds the credential."""
 
-    lease_id: str
-    ttl: int
-    renewable: bool
-    data: dict[str, Any]
+    __slots__ = ("data", "lease_id", "renewable", "ttl")
+
+    def __init__(
+        self, *, lease_id: str, ttl: int, renewable: bool, data: dict[str, Any]
+    ) -> None:
+        self.lease_id = lease_id
+        self.ttl = ttl
+        self.renewable = renewable
+        self.data = data
 
     def __repr__(self) -> str:
         return f"Lease(lease_id={self.lease_id!r}, ttl={self.ttl})"  # no secrets
@@ -74,6 +92,17 @@ class VaultClient:
         self.token = token
         self._namespace = namespace
 
+    def preconnect(self) -> None:
+        """Open the connection ahead of the first request.
+
+        A failure is only logged: the first request connects again and
+        reports it.
+        """
+        try:
+            self._http.connect()
+        except HttpError as err:
+            log.debug("connecting ahead of the first request failed: %s", err)
+
     def close(self) -> None:
         self._http.close()
 
@@ -81,8 +110,18 @@ class VaultClient:
         """Return a client with the same token on a connection of its own."""
         return VaultClient(self.addr, token=self.token, namespace=self._namespace)
 
-    def login_jwt(self, mount: str, role: str, jwt: str) -> Login:
-        body = self._call("POST", f"auth/{mount}/login", {"role": role, "jwt": jwt})
+    def login_jwt(
+        self,
+        mount: str,
+        role: str,
+        jwt: str,
+        *,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Login:
+        """Log in with `jwt`; `meanwhile` runs while Vault checks it."""
+        body = self._call(
+            "POST", f"auth/{mount}/login", {"role": role, "jwt": jwt}, meanwhile
+        )
         auth = body.get("auth") or {}
         if not auth.get("client_token"):
             raise UnavailableError(
@@ -98,18 +137,27 @@ class VaultClient:
             metadata=dict(auth.get("metadata") or {}),
         )
 
-    def capabilities(self, paths: list[str]) -> dict[str, list[str]]:
+    def capabilities(
+        self, paths: list[str], *, meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, list[str]]:
         """Return this token's capabilities on each path; mints nothing."""
-        body = self._call("POST", "sys/capabilities-self", {"paths": paths})
+        body = self._call("POST", "sys/capabilities-self", {"paths": paths}, meanwhile)
         data = body.get("data") or body
         return {path: list(data.get(path) or []) for path in paths}
 
-    def read_creds(self, path: str, params: dict[str, str] | None = None) -> Lease:
+    def read_creds(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Lease:
+        """Read a creds path; `meanwhile` runs while the secrets engine works."""
         query = "".join(
             f"{'&' if i else '?'}{quote(k)}={quote(v)}"
             for i, (k, v) in enumerate((params or {}).items())
         )
-        body = self._call("GET", path + query)
+        body = self._call("GET", path + query, None, meanwhile)
         return Lease(
             lease_id=body.get("lease_id", ""),
             ttl=int(body.get("lease_duration", 0)),
@@ -129,13 +177,15 @@ class VaultClient:
         )
         return int(body.get("lease_duration", 0))
 
-    def revoke_lease(self, lease_id: str) -> None:
+    def revoke_lease(
+        self, lease_id: str, *, meanwhile: Callable[[], None] | None = None
+    ) -> None:
         """Revoke a lease and wait for the secrets engine's revoke to finish.
 
         The path form lets a policy grant revocation per creds path, and its
         `sync` field defaults to true; a failed engine revoke returns 400.
         """
-        self._call("PUT", f"sys/leases/revoke/{lease_id}", {"sync": True})
+        self._call("PUT", f"sys/leases/revoke/{lease_id}", {"sync": True}, meanwhile)
 
     def lease_exists(self, lease_id: str) -> bool:
         try:
@@ -146,12 +196,16 @@ class VaultClient:
             raise
         return True
 
-    def revoke_self(self) -> None:
+    def revoke_self(self, *, meanwhile: Callable[[], None] | None = None) -> None:
         """Revoke the token; Vault then revokes its remaining leases itself."""
-        self._call("POST", "auth/token/revoke-self", None)
+        self._call("POST", "auth/token/revoke-self", None, meanwhile)
 
     def _call(
-        self, method: str, path: str, payload: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Any:
         headers = {"X-Vault-Request": "true", "Accept": "application/json"}
         if self.token:
@@ -161,11 +215,12 @@ class VaultClient:
         body = None
         if payload is not None:
             headers["Content-Type"] = "application/json"
-            body = json.dumps(payload).encode()
+            body = dumps(payload).encode()
 
         target = f"/v1/{path}"
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(method, target, headers, body)
+            response = self._send(method, target, headers, body, meanwhile)
+            meanwhile = None
             if response.status not in REDIRECTS or not response.location:
                 return _decode(method, path, response.status, response.body)
             target = self._follow(response.location)
@@ -174,19 +229,29 @@ class VaultClient:
         )
 
     def _send(
-        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        meanwhile: Callable[[], None] | None,
     ) -> HttpResponse:
         try:
-            return self._http.request(method, target, headers, body)
+            return self._http.request(method, target, headers, body, meanwhile)
         except HttpError as err:
-            raise UnavailableError(
-                f"cannot reach Vault at {self._http.base_url}: {err}; check "
-                "--vault-addr (or VAULT_ADDR) and that the server is running "
-                "and unsealed"
-            ) from err
+            raise self._unreachable(err) from err
+
+    def _unreachable(self, err: HttpError) -> UnavailableError:
+        return UnavailableError(
+            f"cannot reach Vault at {self._http.base_url}: {err}; check "
+            "--vault-addr (or VAULT_ADDR) and that the server is running "
+            "and unsealed"
+        )
 
     def _follow(self, location: str) -> str:
         """Point this client at a redirect's origin; return the request target."""
+        from urllib.parse import urlsplit  # imported here: redirects are rare
+
         parts = urlsplit(location)
         if parts.scheme and parts.netloc:
             origin = f"{parts.scheme}://{parts.netloc}"
@@ -202,14 +267,19 @@ class VaultClient:
 def _tidy(error: object) -> str:
     """Flatten Go's multierror text ("1 error occurred:\n\t* permission denied")."""
     lines = [line.strip(" \t*") for line in str(error).splitlines()]
-    lines = [line for line in lines if line and not MULTIERROR_HEAD.fullmatch(line)]
-    return "; ".join(lines)
+    return "; ".join(line for line in lines if line and not _is_multierror_head(line))
+
+
+def _is_multierror_head(line: str) -> bool:
+    """Tell whether `line` reads "N error occurred:" or "N errors occurred:"."""
+    count, _, rest = line.partition(" ")
+    return count.isdigit() and rest in ("error occurred:", "errors occurred:")
 
 
 def _decode(method: str, path: str, status: int, raw: bytes) -> Any:
     path = path.split("?", 1)[0]
     try:
-        body = json.loads(raw) if raw else {}
+        body = loads(raw) if raw else {}
     except ValueError as err:
         raise UnavailableError(
             f"Vault's response to {method} {path} is not JSON (status {status})"

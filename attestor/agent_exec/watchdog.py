@@ -4,8 +4,9 @@ SIGKILL gives agent-exec no chance to revoke anything. The watchdog is forked
 right after the Vault login, so it holds the call's own token (which can
 revoke only itself and its leases) and nothing else. It runs in a session of
 its own, so signals sent to agent-exec's process group or by its terminal do
-not reach it. It reads a pipe whose only writer is agent-exec, and EOF
-without a final `done` line means agent-exec died. The watchdog then kills
+not reach it. It waits for the end of a pipe whose only writer is
+agent-exec, then reads what agent-exec wrote, and an end without a final
+`done` line means agent-exec died. The watchdog then kills
 the command's process group with SIGKILL and revokes the leases and the
 token.
 
@@ -17,25 +18,33 @@ nothing, and the lease TTL and the token TTL then bound the credentials.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterable
-from typing import NoReturn
 
-from attestor.agent_exec.child import FORWARDED
-from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec import signals
+from attestor.agent_exec.errors import suppress
 from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.revoke import revoke_call
-from attestor.agent_exec.vault import VaultClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import NoReturn
+
+    from attestor.agent_exec.vault import VaultClient
 
 log = get_logger(__name__)
 
 # How long the watchdog keeps retrying Vault after agent-exec died.
 REVOKE_DEADLINE = 15.0
-IGNORED = (*FORWARDED, signal.SIGPIPE, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+IGNORED = (
+    *signals.FORWARDED,
+    signals.SIGPIPE,
+    signals.SIGTSTP,
+    signals.SIGTTIN,
+    signals.SIGTTOU,
+)
 
 
 class Watchdog:
@@ -52,11 +61,11 @@ class Watchdog:
         read_end, write_end = os.pipe()
         # Blocked until the watchdog ignores them: agent-exec's handlers raise
         # exceptions, which in the fork would run agent-exec's own clean-up.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED)
+        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, IGNORED)
         pid = os.fork()
         if pid == 0:
             _watchdog_main(vault, read_end, write_end, old_mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
         os.close(read_end)
         log.debug("started watchdog pid=%d", pid)
         return cls(pid, write_end)
@@ -70,9 +79,9 @@ class Watchdog:
     def stop(self) -> None:
         """Tell the watchdog the call ended cleanly and wait for it to exit."""
         self._send("done")
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(self._pipe)
-        with contextlib.suppress(ChildProcessError):
+        with suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
 
     def _send(self, line: str) -> None:
@@ -112,8 +121,8 @@ def _watchdog_main(
 def _detach(pipe: int, old_mask: Iterable[int]) -> None:
     os.setsid()
     for signum in IGNORED:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signals.signal(signum, signals.SIG_IGN)
+    signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
     # Keep stderr for the closing message; holding stdin, stdout or another
     # inherited descriptor would delay the EOF that agent-exec's caller awaits.
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -125,6 +134,19 @@ def _detach(pipe: int, old_mask: Iterable[int]) -> None:
 
 
 def _read_messages(pipe: int) -> tuple[int, list[str], bool]:
+    """Wait until agent-exec closes `pipe` or dies, then parse its messages.
+
+    Polling for the hang-up alone, with no POLLIN, leaves the watchdog
+    asleep while agent-exec writes: waking it for every message would take
+    the CPU from agent-exec and the servers on a small machine. The few
+    messages of a call stay far below the pipe's 64 KiB buffer.
+    """
+    import select
+
+    waiter = select.poll()
+    waiter.register(pipe, 0)  # POLLHUP and POLLERR are always reported
+    while not waiter.poll():
+        pass
     pgid, leases, done = 0, [], False
     buffer = b""
     while chunk := os.read(pipe, 4096):
@@ -142,8 +164,8 @@ def _read_messages(pipe: int) -> tuple[int, list[str], bool]:
 
 def _clean_up(vault: VaultClient, pgid: int, leases: list[str]) -> int:
     if pgid:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signals.SIGKILL)
     deadline = time.monotonic() + REVOKE_DEADLINE
     fresh = vault.copy()
     while True:
@@ -160,7 +182,7 @@ def _clean_up(vault: VaultClient, pgid: int, leases: list[str]) -> int:
 def _report(pgid: int, ok: bool) -> None:
     killed = f"killed process group {pgid}, " if pgid else ""
     outcome = "revoked" if ok else "FAILED to revoke"
-    with contextlib.suppress(OSError, ExecError):
+    with suppress(OSError):
         print(
             f"agent-exec watchdog: agent-exec ended without cleaning up; {killed}"
             f"{outcome} the call's credentials",
