@@ -14,6 +14,8 @@ the machine hits every variant alike:
 Reported: median and the 10th-90th percentile spread of each, in ms, and the
 ratios that matter. `--state-dir` reuses a running stack (`.stack` of
 `scripts/dev-stack up`); without it a throwaway stack is started and stopped.
+`--compare REV` adds agent-exec built from git revision REV as a fifth
+variant, so a change is measured against its base in the same rounds.
 
 By default agent-exec runs from a regular (non-editable) install of this
 checkout's wheel in a scratch virtualenv, as production installs are, with
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -67,12 +70,12 @@ def main() -> None:
         state = stack.load(args.state_dir.resolve())
         if state is None:
             sys.exit(f"no stack recorded in {args.state_dir}; run scripts/dev-stack up")
-        _run(state, args.rounds, args.install)
+        _run(state, args)
         return
     with tempfile.TemporaryDirectory(prefix="bench-agent-exec-") as folder:
         state = stack.up(Path(folder))
         try:
-            _run(state, args.rounds, args.install)
+            _run(state, args)
         finally:
             stack.down(Path(folder))
 
@@ -95,13 +98,26 @@ def _parse_args() -> argparse.Namespace:
         help="time agent-exec from a scratch regular install or from the "
         "project's editable one (default: regular)",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also time agent-exec built from git revision REV (a regular "
+        "install), in the same interleaved rounds",
+    )
     return parser.parse_args()
 
 
-def _run(state: stack.StackState, rounds: int, install: str) -> None:
-    with _agent_exec_binary(install) as agent_exec:
-        print(f"agent-exec: {agent_exec} ({install} install)")
-        _run_rounds(state, rounds, agent_exec)
+def _run(state: stack.StackState, args: argparse.Namespace) -> None:
+    with contextlib.ExitStack() as stack_of_installs:
+        agent_exec = stack_of_installs.enter_context(_agent_exec_binary(args.install))
+        print(f"agent-exec: {agent_exec} ({args.install} install)")
+        compared: dict[str, str] = {}
+        if args.compare:
+            source = stack_of_installs.enter_context(_git_checkout(args.compare))
+            binary = stack_of_installs.enter_context(_regular_install(source))
+            compared[f"@{args.compare}"] = binary
+            print(f"agent-exec@{args.compare}: {binary} (regular install)")
+        _run_rounds(state, args.rounds, agent_exec, compared)
 
 
 @contextlib.contextmanager
@@ -113,11 +129,18 @@ def _agent_exec_binary(install: str) -> Iterator[str]:
         compileall.compile_dir(Path(attestor.__file__).parent, quiet=1)
         yield str(BIN / "agent-exec")
         return
+    with _regular_install(ROOT) as binary:
+        yield binary
+
+
+@contextlib.contextmanager
+def _regular_install(source: Path) -> Iterator[str]:
+    """Yield agent-exec from a wheel of `source` installed in a scratch virtualenv."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-exec-venv-") as folder:
         scratch = Path(folder)
         pip = [sys.executable, "-m", "pip", "--quiet"]
         subprocess.run(
-            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", folder, ROOT],
+            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", folder, source],
             check=True,
         )
         base_python = Path(sys.base_prefix) / "bin" / "python3"
@@ -132,7 +155,25 @@ def _agent_exec_binary(install: str) -> Iterator[str]:
         yield str(venv / "bin" / "agent-exec")
 
 
-def _run_rounds(state: stack.StackState, rounds: int, agent_exec: str) -> None:
+@contextlib.contextmanager
+def _git_checkout(revision: str) -> Iterator[Path]:
+    """Yield a folder containing this repository's files at `revision`."""
+    with tempfile.TemporaryDirectory(prefix="bench-agent-exec-src-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", "--format=tar", revision],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
+def _run_rounds(
+    state: stack.StackState,
+    rounds: int,
+    agent_exec: str,
+    compared: dict[str, str],
+) -> None:
     env = _agent_env(state)
     variants: dict[str, Callable[[], float]] = {
         "true": lambda: _timed(["true"], env),
@@ -140,6 +181,9 @@ def _run_rounds(state: stack.StackState, rounds: int, agent_exec: str) -> None:
         "bao script": lambda: _timed(["sh", "-c", BAO_SCRIPT], env),
         "server-side": lambda: _server_side(state),
     }
+    for suffix, binary in compared.items():
+        argv = [binary, "--role", ROLE, "--", "true"]
+        variants[f"agent-exec{suffix}"] = functools.partial(_timed, argv, env)
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for run in variants.values():  # warm the page cache and the servers
         run()
@@ -187,18 +231,28 @@ def _server_side(state: stack.StackState) -> float:
 
 def _report(samples: dict[str, list[float]], rounds: int) -> None:
     print(f"{rounds} interleaved rounds; wall time per call in ms")
-    print(f"{'variant':<12} {'median':>8} {'p10':>8} {'p90':>8}")
+    width = max(12, *(len(name) for name in samples))
+    print(f"{'variant':<{width}} {'median':>8} {'p10':>8} {'p90':>8}")
     medians = {}
     for name, values in samples.items():
         deciles = statistics.quantiles(values, n=10)
         medians[name] = statistics.median(values)
-        print(f"{name:<12} {medians[name]:8.1f} {deciles[0]:8.1f} {deciles[-1]:8.1f}")
+        print(
+            f"{name:<{width}} {medians[name]:8.1f} {deciles[0]:8.1f} {deciles[-1]:8.1f}"
+        )
     print()
     print("ratios of medians")
     agent_exec = medians["agent-exec"]
-    print(f"agent-exec / true         {agent_exec / medians['true']:6.1f}x")
-    print(f"bao script / agent-exec   {medians['bao script'] / agent_exec:6.1f}x")
-    print(f"agent-exec / server-side  {agent_exec / medians['server-side']:6.2f}x")
+    ratios = {
+        "agent-exec / true": agent_exec / medians["true"],
+        "bao script / agent-exec": medians["bao script"] / agent_exec,
+    }
+    for name, median in medians.items():
+        if name.startswith("agent-exec"):
+            ratios[f"{name} / server-side"] = median / medians["server-side"]
+    label_width = max(len(label) for label in ratios)
+    for label, ratio in ratios.items():
+        print(f"{label:<{label_width}}  {ratio:6.2f}x")
     overhead = agent_exec - medians["server-side"] - medians["true"]
     print(f"agent-exec overhead over server-side + true: {overhead:.1f} ms")
     print(json.dumps({"rounds": rounds, "median_ms": medians}))
