@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import string
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,9 +139,12 @@ class SlowLiveStorage(InMemoryStorage):
     """Storage whose writes of live records take 0.2 s, and may fail WAL writes."""
 
     fail_wal = False
+    slow_wal = False
 
     def put(self, key: str, value: bytes) -> None:
-        if key.startswith("database/live/"):
+        if key.startswith("database/live/") or (
+            key.startswith("wal/") and self.slow_wal
+        ):
             time.sleep(0.2)
         if key.startswith("wal/") and self.fail_wal:
             raise StorageError(f"storage put of {key!r} failed: test")
@@ -183,6 +187,64 @@ def test_failed_wal_write_creates_nothing(pg_cluster: Cluster) -> None:
     assert response.secret is not None
     mount.revoke(response.secret)
     mount.backend.cleanup()
+
+
+def test_config_delete_waits_for_live_record(pg_cluster: Cluster) -> None:
+    """A delete right after a mint sees the user its record is still writing."""
+    mount = new_mount(storage=SlowLiveStorage())
+    configure(mount, pg_cluster)
+    add_role(mount)
+    entity_id = mount.system.add_agent("dev")
+    response = mount.read("database/creds/demo-readonly", entity_id=entity_id)
+    assert response is not None and response.secret is not None
+
+    with pytest.raises(BadRequestError, match="still has 1 live credentials"):
+        mount.request(Operation.DELETE, "database/config/pg")
+
+    mount.revoke(response.secret)
+    mount.request(Operation.DELETE, "database/config/pg")
+    assert mount.read("database/config/pg") is None
+    mount.backend.cleanup()
+
+
+def test_config_delete_waits_for_mint(pg_cluster: Cluster) -> None:
+    """A delete during a mint waits for it, then counts its user."""
+    storage = SlowLiveStorage()
+    mount = new_mount(storage=storage)
+    configure(mount, pg_cluster)
+    add_role(mount)
+    entity_id = mount.system.add_agent("dev")
+    storage.slow_wal = True
+
+    with ThreadPoolExecutor(1) as pool:
+        minting = pool.submit(
+            mount.read, "database/creds/demo-readonly", entity_id=entity_id
+        )
+        time.sleep(0.1)  # the mint is waiting for its WAL write
+        with pytest.raises(BadRequestError, match="still has 1 live credentials"):
+            mount.request(Operation.DELETE, "database/config/pg")
+        response = minting.result(10)
+
+    assert response is not None and response.secret is not None
+    assert role_exists(pg_cluster, response.data["username"])
+    mount.revoke(response.secret)
+    mount.backend.cleanup()
+
+
+def test_failed_grant_logs_no_password(mount: Mount, pg_cluster: Cluster) -> None:
+    """PostgreSQL logs the failed query; the password is in another one."""
+    configure(mount, pg_cluster)
+    broken = READONLY + ' GRANT SELECT ON public.no_such_table_log TO "{{name}}";'
+    add_role(mount, creation_statements=broken)
+    log_path = pg_cluster.server.data_dir.parent / "server.log"
+    start = log_path.stat().st_size
+
+    with pytest.raises(LogicalError, match="no_such_table_log"):
+        mount.creds("demo-readonly", "dev")
+
+    logged = log_path.read_bytes()[start:].decode(errors="replace")
+    assert "no_such_table_log" in logged
+    assert "PASSWORD" not in logged.upper()
 
 
 def test_unknown_role_reported_before_caller(mount: Mount) -> None:

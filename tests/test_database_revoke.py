@@ -113,6 +113,51 @@ def test_tidy_drops_unleased_roles(mount: Mount, pg_cluster: Cluster) -> None:
     mount.revoke(kept.secret)
 
 
+def test_tidy_drops_lapsed_roles(mount: Mount, pg_cluster: Cluster) -> None:
+    """A user past its VALID UNTIL is dropped even while its record is live."""
+    configure(mount, pg_cluster)
+    add_role(mount)
+    kept = mount.creds("demo-readonly", "dev")
+    lapsed = mount.creds("demo-readonly", "dev")
+    with connect(pg_cluster) as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(
+                psycopg.sql.Identifier(lapsed.data["username"])
+            )
+        )
+
+    response = mount.write("database/tidy")
+
+    assert response is not None
+    assert response.data["dropped"]["pg"] == [lapsed.data["username"]]
+    assert role_exists(pg_cluster, kept.data["username"])
+    assert not role_exists(pg_cluster, lapsed.data["username"])
+    assert kept.secret is not None
+    mount.revoke(kept.secret)
+
+
+def test_tidy_forgets_dropped_users(mount: Mount, pg_cluster: Cluster) -> None:
+    """A record whose user was dropped by hand no longer blocks a config delete."""
+    configure(mount, pg_cluster)
+    add_role(mount)
+    response = mount.creds("demo-readonly", "dev")
+    with connect(pg_cluster) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP ROLE {}").format(
+                psycopg.sql.Identifier(response.data["username"])
+            )
+        )
+    with pytest.raises(LogicalError, match="still has 1 live credentials"):
+        mount.request(Operation.DELETE, "database/config/pg")
+
+    tidied = mount.write("database/tidy")
+
+    assert tidied is not None
+    assert tidied.data["dropped"]["pg"] == []
+    assert mount.storage.list("database/live/") == []
+    mount.request(Operation.DELETE, "database/config/pg")
+
+
 @pytest.fixture
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster this test may stop and start without disturbing the others."""

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from plugin.database.config import CONFIG_PREFIX, DatabaseConfig
+from plugin.database.errors import ConfigInUseError
 from plugin.database.pool import ConnectionPool, PoolSettings
 from plugin.logical import Entity, SystemView
 
@@ -45,6 +46,10 @@ class DatabaseBackend:
         self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="database-io")
         self._deferred: dict[Hashable, Future[object]] = {}
         self._deferred_lock = threading.Lock()
+        # Mints in progress per config, and the configs being deleted.
+        self._minting: dict[str, int] = {}
+        self._deleting: set[str] = set()
+        self._minting_changed = threading.Condition()
 
     @property
     def system(self) -> SystemView:
@@ -81,10 +86,50 @@ class DatabaseBackend:
 
     def wait_deferred(self, key: Hashable) -> None:
         """Wait until the call deferred under `key`, if any, has finished."""
+        self.wait_deferred_where(lambda k: k == key)
+
+    def wait_deferred_where(self, match: Callable[[Hashable], bool]) -> None:
+        """Wait until every deferred call whose key `match`es has finished."""
         with self._deferred_lock:
-            future = self._deferred.get(key)
-        if future is not None:
-            wait([future])
+            futures = [f for k, f in self._deferred.items() if match(k)]
+        wait(futures)
+
+    @contextlib.contextmanager
+    def minting(self, name: str) -> Iterator[None]:
+        """Mark a mint on config `name` in progress; raise if it is being deleted."""
+        with self._minting_changed:
+            if name in self._deleting:
+                raise ConfigInUseError(
+                    f"config {name!r} is being deleted; write it again to mint with it"
+                )
+            self._minting[name] = self._minting.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            with self._minting_changed:
+                self._minting[name] -= 1
+                if not self._minting[name]:
+                    del self._minting[name]
+                self._minting_changed.notify_all()
+
+    @contextlib.contextmanager
+    def deleting(self, name: str, timeout: float = 30.0) -> Iterator[None]:
+        """Hold off new mints on config `name` and wait for those in progress."""
+        with self._minting_changed:
+            self._deleting.add(name)
+        try:
+            with self._minting_changed:
+                if not self._minting_changed.wait_for(
+                    lambda: name not in self._minting, timeout
+                ):
+                    raise ConfigInUseError(
+                        f"config {name!r} still has mints in progress after "
+                        f"{timeout:.0f} s; retry the delete"
+                    )
+            yield
+        finally:
+            with self._minting_changed:
+                self._deleting.discard(name)
 
     @contextlib.contextmanager
     def connection(

@@ -20,6 +20,7 @@ LIVE_PREFIX = "database/live/"
 # How long past its max TTL a record still counts as live: Vault retries
 # failed expiry revokes for about 11 minutes before giving up.
 EXPIRED_GRACE = 15 * 60
+_COMPLETION = "creds-complete"
 
 
 class LiveRecord(NamedTuple):
@@ -32,7 +33,12 @@ class LiveRecord(NamedTuple):
 
 def completion_key(db_name: str, username: str) -> tuple[str, str, str]:
     """Return the key under which a mint's record is written after its response."""
-    return ("creds-complete", db_name, username)
+    return (_COMPLETION, db_name, username)
+
+
+def is_completion_of(key: object, db_name: str) -> bool:
+    """Return whether `key` is the completion key of a mint on config `db_name`."""
+    return isinstance(key, tuple) and key[:2] == (_COMPLETION, db_name)
 
 
 def _key(db_name: str, username: str) -> str:

@@ -22,7 +22,8 @@ from plugin.database.credentials import (
     render_username,
 )
 from plugin.database.errors import ConfigInUseError, InvalidConfigError
-from plugin.database.leases import load_live
+from plugin.database.leases import is_completion_of, load_live
+from plugin.database.rollback import users_being_created
 from plugin.framework import Field, FieldData, FieldType, Path, name_group
 from plugin.logical import (
     LogicalError,
@@ -198,6 +199,20 @@ class _ConfigHandlers:
 
     def delete(self, request: Request, data: FieldData) -> None:
         name = data.get("name")
+        with self.backend.deleting(name):
+            self._check_unused(request, name)
+            with self.backend.write_lock:
+                request.storage.delete(config_key(name))
+        self.backend.close_pool(name)
+        logger.info("config deleted: config=%s", name)
+
+    def _check_unused(self, request: Request, name: str) -> None:
+        """Raise ConfigInUseError while any user of config `name` may exist."""
+        # Mints record their users after their responses. The WAL entries are
+        # read before the live records: an entry is deleted only after its
+        # record is written, so each user shows in one of the two.
+        self.backend.wait_deferred_where(lambda key: is_completion_of(key, name))
+        creating = users_being_created(request.storage, name)
         live = load_live(request.storage, name)
         if live:
             roles = sorted({str(r.get("role", "")) for r in live.values()})
@@ -206,12 +221,16 @@ class _ConfigHandlers:
             )
             raise ConfigInUseError(
                 f"config {name!r} still has {len(live)} live credentials; revoke "
-                f"them first with `bao lease revoke -prefix` on {prefixes}"
+                f"them first with `bao lease revoke -prefix` on {prefixes}, then "
+                f"run {request.mount_point}database/tidy for users whose lease "
+                "is gone"
             )
-        with self.backend.write_lock:
-            request.storage.delete(config_key(name))
-        self.backend.close_pool(name)
-        logger.info("config deleted: config=%s", name)
+        if creating:
+            raise ConfigInUseError(
+                f"config {name!r} has {len(creating)} users being created or "
+                "left by an interrupted mint; retry in a few seconds, or after "
+                "the periodic rollback (10 minutes) has dropped them"
+            )
 
     def reset(self, request: Request, data: FieldData) -> None:
         name = data.get("name")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugin.database.backend import DatabaseBackend
-from plugin.database.config import DatabaseConfig
+from plugin.database.config import DatabaseConfig, require_config
 from plugin.database.credentials import (
     NameInputs,
     generate_config_password,
@@ -122,7 +122,11 @@ class _CredsHandler:
             max_ttl=max_ttl,
             conninfo=config.conninfo(),
         )
-        return self._mint(request, mint)
+        with self.backend.minting(mint.db_name):
+            # A delete of the config that finished since the check above
+            # dropped it from the storage cache, so this read sees it.
+            require_config(request.storage, mint.db_name)
+            return self._mint(request, mint)
 
     def _mint(self, request: Request, mint: Mint) -> Response:
         password = generate_config_password(mint.config, self.backend.system)

@@ -1,8 +1,10 @@
 """Path `database/tidy`: drop generated users that no live lease covers.
 
 A user is an orphan when its COMMENT marks it as created by this plugin
-for the config, no WAL entry shows it is being created, and no live
-record covers it (or the record's max TTL ended long ago).
+for the config, no WAL entry shows it is being created, and either no live
+record covers it, the record's max TTL ended long ago, or the user's VALID
+UNTIL passed more than 5 minutes ago. Tidy also deletes the live records of
+users that no longer exist.
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ from __future__ import annotations
 import logging
 
 from plugin.database.backend import DatabaseBackend
-from plugin.database.config import list_configs, load_config
+from plugin.database.config import DatabaseConfig, list_configs, load_config
 from plugin.database.leases import forget_live, is_expired, load_live
-from plugin.database.postgres import drop_user, list_generated_roles
-from plugin.database.rollback import WAL_KIND_CREDS
-from plugin.framework import Field, FieldData, FieldType, Path, get_wal, list_wal
+from plugin.database.postgres import drop_user, list_generated_roles, role_exists
+from plugin.database.rollback import users_being_created
+from plugin.framework import Field, FieldData, FieldType, Path
 from plugin.logical import Operation, Request, Response, Storage
 
 logger = logging.getLogger(__name__)
+
+# How long after its VALID UNTIL a generated user counts as lapsed, by the
+# database server's clock. The margin covers clock skew between the plugin's
+# host, which computed VALID UNTIL, and the server.
+LAPSE_GRACE = 300
 
 
 def tidy_paths(backend: DatabaseBackend) -> list[Path]:
@@ -53,30 +60,45 @@ def tidy_config(backend: DatabaseBackend, storage: Storage, name: str) -> list[s
     if config is None:
         return []
     with backend.connection(name, config) as conn:
-        generated = list_generated_roles(conn)
+        generated = list_generated_roles(conn, LAPSE_GRACE)
     # Read in this order (server, WAL, records): a user created meanwhile
     # has its WAL entry until its record exists.
-    creating = _users_being_created(storage)
+    creating = users_being_created(storage)
     live = load_live(storage, name)
     dropped = []
-    for username, comment in sorted(generated.items()):
-        if comment.get("db") != name or username in creating:
+    for username, role in sorted(generated.items()):
+        if role.comment.get("db") != name or username in creating:
             continue
         record = live.get(username)
-        if record is not None and not is_expired(record):
+        if record is not None and not is_expired(record) and not role.lapsed:
             continue
         with backend.connection(name, config) as conn:
             drop_user(conn, username, config.owner_role)
         forget_live(storage, name, username)
         dropped.append(username)
         logger.info("tidy dropped orphan: config=%s username=%s", name, username)
+    _forget_dropped(backend, storage, name, config, set(live) - set(generated))
     return dropped
 
 
-def _users_being_created(storage: Storage) -> set[str]:
-    names = set()
-    for entry_id in list_wal(storage):
-        entry = get_wal(storage, entry_id)
-        if entry is not None and entry.kind == WAL_KIND_CREDS:
-            names.add(str(entry.data.get("username")))
-    return names
+def _forget_dropped(
+    backend: DatabaseBackend,
+    storage: Storage,
+    name: str,
+    config: DatabaseConfig,
+    candidates: set[str],
+) -> None:
+    """Delete the live records of users that no longer exist on the server.
+
+    A record is written only after its user is committed, so a user still
+    missing after its record was read was dropped (by hand, or by a revoke
+    whose record delete was lost). The check runs again here because the
+    server was listed before the records were read.
+    """
+    if not candidates:
+        return
+    with backend.connection(name, config) as conn:
+        missing = [u for u in sorted(candidates) if not role_exists(conn, u)]
+    for username in missing:
+        forget_live(storage, name, username)
+        logger.info("tidy forgot a dropped user: config=%s username=%s", name, username)

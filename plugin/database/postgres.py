@@ -3,7 +3,8 @@
 Every function takes an autocommit connection from `ConnectionPool` and
 runs multi-statement steps in one transaction, so a failed step leaves
 nothing behind. Each transaction is sent as one query string, so it costs
-one round trip to the server, and a create one more for its COMMIT.
+one round trip to the server. A create takes three: its statements up to the
+password, the rest, and its COMMIT.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from plugin.database.sql import (
     quote_identifier,
     quote_literal,
     render,
     split_statements,
+    uses_placeholder,
 )
 
 if TYPE_CHECKING:
@@ -35,8 +37,9 @@ DEFAULT_ROTATE_ROOT = "ALTER ROLE {{name}} WITH PASSWORD {{password}}"
 _TERMINATE_WAIT_MS = 5000
 # Runs of one transaction when concurrent catalog updates keep failing it.
 # The loser of a conflict fails only once the winner commits, so each round
-# has a winner, and with up to 10 concurrent mints on one object every mint
-# gets through; 5 runs failed about 1 in 12 runs of the 8-thread test.
+# has a winner. With up to 10 concurrent mints on one object, every mint
+# should get through. With 5 runs, about 1 in 12 runs of the 8-thread test
+# failed.
 _CONFLICT_ATTEMPTS = 10
 
 
@@ -49,20 +52,22 @@ def run_statements(
     )
 
 
-def _execute_batch(conn: psycopg.Connection[Any], batch: bytes) -> None:
-    """Run one implicit transaction, again when a concurrent one got in its way.
+def _execute_batch(conn: psycopg.Connection[Any], *batches: bytes) -> None:
+    """Run `batches` in order, all again when a concurrent transaction got in the way.
 
     Concurrent GRANTs on one object, or DROP OWNED of roles holding
     privileges on one object, update the same catalog row; PostgreSQL then
     fails one transaction with "tuple concurrently updated" (XX000) instead
-    of waiting. The batch is one transaction that rolled back as a whole,
-    so running it again is safe.
+    of waiting. The batches form one transaction (one implicit transaction,
+    or an explicit one that the first batch begins) that rolled back as a
+    whole, so running them again is safe.
     """
     import psycopg
 
     for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
         try:
-            conn.execute(batch)
+            for batch in batches:
+                conn.execute(batch)
             return
         except psycopg.Error as err:
             if attempt == _CONFLICT_ATTEMPTS or not _is_transient_conflict(err):
@@ -103,11 +108,19 @@ def create_user(
     """
     label = COMMENT_MARKER + json.dumps(dict(comment), sort_keys=True)
     role = quote_identifier(values["name"])
-    queries = ["BEGIN"]
-    queries += [render(query, values) for query in split_statements(statements)]
-    queries.append(f"COMMENT ON ROLE {role} IS {quote_literal(label)}")
+    templates = split_statements(statements)
+    # PostgreSQL logs the whole query string of a failed statement, so the
+    # statements after the last one with the password go in a second query:
+    # their failures, such as a conflicting GRANT, then log no password.
+    cut = 1 + max(
+        (i for i, query in enumerate(templates) if uses_placeholder(query, "password")),
+        default=-1,
+    )
+    head = ["BEGIN"] + [render(query, values) for query in templates[:cut]]
+    tail = [render(query, values) for query in templates[cut:]]
+    tail.append(f"COMMENT ON ROLE {role} IS {quote_literal(label)}")
     try:
-        _execute_batch(conn, _batch(queries))
+        _execute_batch(conn, _batch(head), _batch(tail))
         if before_commit is not None:
             before_commit()
         conn.execute("COMMIT")
@@ -232,16 +245,34 @@ def rotate_password(
     run_statements(conn, statements or [DEFAULT_ROTATE_ROOT], values)
 
 
-def list_generated_roles(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
-    """Return the roles this plugin created, each with its decoded COMMENT."""
+class GeneratedRole(NamedTuple):
+    """A role this plugin created: its decoded COMMENT and whether it lapsed."""
+
+    comment: dict[str, Any]
+    lapsed: bool  # VALID UNTIL passed more than the grace period ago
+
+
+def list_generated_roles(
+    conn: psycopg.Connection[Any], lapse_grace: int
+) -> dict[str, GeneratedRole]:
+    """Return the roles this plugin created, by name.
+
+    A role lapsed when its VALID UNTIL lies more than `lapse_grace` seconds
+    before the server's clock.
+    """
     query = (
-        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
+        "SELECT rolname, shobj_description(oid, 'pg_authid'), "
+        "coalesce(rolvaliduntil < now() - make_interval(secs => %s), false) "
+        "FROM pg_roles "
         "WHERE starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), %s)"
     )
     roles = {}
-    for name, comment in conn.execute(query, (COMMENT_MARKER,)).fetchall():
+    rows = conn.execute(query, (lapse_grace, COMMENT_MARKER)).fetchall()
+    for name, comment, lapsed in rows:
         try:
-            roles[name] = dict(json.loads(comment[len(COMMENT_MARKER) :]))
+            decoded = dict(json.loads(comment[len(COMMENT_MARKER) :]))
         except ValueError:
             logger.warning("unreadable role comment: username=%s", name)
+            continue
+        roles[name] = GeneratedRole(decoded, bool(lapsed))
     return roles

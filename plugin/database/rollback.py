@@ -11,13 +11,29 @@ from plugin.database.config import load_config, save_config
 from plugin.database.errors import AuthenticationFailedError
 from plugin.database.leases import forget_live, is_live
 from plugin.database.postgres import revoke_user
-from plugin.framework import WALRollbackHandler
-from plugin.logical import Request
+from plugin.framework import WALRollbackHandler, get_wal, list_wal
+from plugin.logical import Request, Storage
 
 logger = logging.getLogger(__name__)
 
 WAL_KIND_CREDS = "database-creds"
 WAL_KIND_ROTATE_ROOT = "database-rotate-root"
+
+
+def users_being_created(storage: Storage, db_name: str = "") -> set[str]:
+    """Return the users that creds WAL entries name, of config `db_name` if given.
+
+    A mint's entry exists from before its user is committed until after its
+    live record is stored, so these users are new or were left by a crash.
+    """
+    names = set()
+    for entry_id in list_wal(storage):
+        entry = get_wal(storage, entry_id)
+        if entry is None or entry.kind != WAL_KIND_CREDS:
+            continue
+        if not db_name or entry.data.get("db_name") == db_name:
+            names.add(str(entry.data.get("username")))
+    return names
 
 
 def rollback_handlers(backend: DatabaseBackend) -> dict[str, WALRollbackHandler]:

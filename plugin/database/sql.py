@@ -58,6 +58,11 @@ def render(statement: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(substitute, statement)
 
 
+def uses_placeholder(statement: str, key: str) -> bool:
+    """Return whether `statement` contains the placeholder `key`."""
+    return any(found["key"] == key for found in _PLACEHOLDER.finditer(statement))
+
+
 def split_statements(statements: list[str]) -> list[str]:
     """Split each entry on `;` outside quotes, comments and dollar quotes.
 
