@@ -91,6 +91,13 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Return up to `limit` keys of `list(prefix)` sorted after `after`.
+
+        A `limit` of 0 or less returns all of them, as Vault's ListPage does.
+        """
+        ...
+
     def list(self, prefix: str) -> list[str]: ...
 
 

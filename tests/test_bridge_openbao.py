@@ -57,6 +57,25 @@ def test_kv_roundtrip_through_plugin(bao: OpenBao) -> None:
     assert missing.value.status == 404
 
 
+def test_list_page_through_plugin(bao: OpenBao) -> None:
+    for key in ("p1", "p2", "p3", "p4", "p5"):
+        bao.request("POST", f"e1/kv/{key}", {"n": key})
+
+    def page(after: str, limit: int) -> list[str]:
+        query = f"page_after={after}&page_limit={limit}"
+        keys: list[str] = bao.request("LIST", f"e1/kv/?{query}")["data"]["keys"]
+        return keys
+
+    everything: list[str] = bao.request("LIST", "e1/kv/")["data"]["keys"]
+    assert {"p1", "p2", "p3", "p4", "p5"} <= set(everything)
+    assert page("", 2) == everything[:2]
+    assert page(everything[1], 2) == everything[2:4]
+    assert page(everything[3], 0) == everything[4:]
+    assert page("p2", 2)[0] == "p3"
+    for key in ("p1", "p2", "p3", "p4", "p5"):
+        bao.request("DELETE", f"e1/kv/{key}")
+
+
 def test_large_value_round_trip(bao: OpenBao) -> None:
     # 6 MiB is above gRPC's default 4 MiB message limit, in the request to
     # the plugin, in the storage put and get through the broker, and back.

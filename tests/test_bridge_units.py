@@ -41,6 +41,9 @@ class _NoStorage:
     def delete(self, key: str) -> None:
         raise AssertionError("storage is not used here")
 
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        raise AssertionError("storage is not used here")
+
     def list(self, prefix: str) -> list[str]:
         raise AssertionError("storage is not used here")
 

@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from plugin.framework import Extension, FrameworkBackend, Path
-from plugin.framework.storage import CachingStorage, InMemoryStorage
+from plugin.framework.storage import CachingStorage, InMemoryStorage, iter_keys
 from plugin.logical import Operation, Request, Response
 
 
@@ -150,3 +150,30 @@ def test_backend_requests_share_one_cache() -> None:
 
     assert value() == "2"
     assert inner.gets == {"roles/a": 2}
+
+
+def test_list_page_after_and_limit() -> None:
+    storage = InMemoryStorage()
+    for key in ("p/a", "p/b", "p/c/x", "p/d", "q/e"):
+        storage.put(key, b"1")
+
+    assert storage.list_page("p/", "", 2) == ["a", "b"]
+    assert storage.list_page("p/", "b", 2) == ["c/", "d"]
+    assert storage.list_page("p/", "d", 2) == []
+    assert storage.list_page("p/", "a", 0) == ["b", "c/", "d"]
+
+
+def test_iter_keys_pages_through_all() -> None:
+    inner = InMemoryStorage()
+    names = [f"k{i:03d}" for i in range(7)]
+    for name in names:
+        inner.put("p/" + name, b"1")
+    pages: list[tuple[str, int]] = []
+
+    class PageLog(InMemoryStorage):
+        def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+            pages.append((after, limit))
+            return inner.list_page(prefix, after, limit)
+
+    assert list(iter_keys(PageLog(), "p/", page_size=3)) == names
+    assert pages == [("", 3), ("k002", 3), ("k005", 3)]

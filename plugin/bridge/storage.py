@@ -48,6 +48,9 @@ class GrpcStorage:
         self._list = UnaryCall[
             backend_pb2.StorageListArgs, backend_pb2.StorageListReply
         ](channel, _SERVICE + "List", backend_pb2.StorageListReply)
+        self._list_page = UnaryCall[
+            backend_pb2.StorageListPageArgs, backend_pb2.StorageListReply
+        ](channel, _SERVICE + "ListPage", backend_pb2.StorageListReply)
 
     def get(self, key: str) -> bytes | None:
         reply = _invoke(self._get, backend_pb2.StorageGetArgs(key=key), "get", key)
@@ -59,6 +62,12 @@ class GrpcStorage:
 
     def delete(self, key: str) -> None:
         _invoke(self._delete, backend_pb2.StorageDeleteArgs(key=key), "delete", key)
+
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        request = backend_pb2.StorageListPageArgs(
+            prefix=prefix, after=after, limit=limit
+        )
+        return list(_invoke(self._list_page, request, "list", prefix).keys)
 
     def list(self, prefix: str) -> list[str]:
         request = backend_pb2.StorageListArgs(prefix=prefix)

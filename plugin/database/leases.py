@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-from plugin.framework import get_json, put_json
+from plugin.framework import get_json, iter_keys, put_json
 from plugin.logical import Storage
 
 LIVE_PREFIX = "database/live/"
@@ -63,7 +63,7 @@ def is_live(storage: Storage, db_name: str, username: str) -> bool:
 def load_live(storage: Storage, db_name: str) -> dict[str, dict[str, Any]]:
     """Return the records of `db_name`, keyed by user name."""
     records = {}
-    for username in storage.list(f"{LIVE_PREFIX}{db_name}/"):
+    for username in iter_keys(storage, f"{LIVE_PREFIX}{db_name}/"):
         record = get_json(storage, _key(db_name, username))
         if record is not None:
             records[username] = dict(record)

@@ -24,6 +24,7 @@ from plugin.framework.secret import SecretType, renewed
 from plugin.framework.storage import (
     InMemoryStorage,
     get_json,
+    iter_keys,
     list_entries,
     load_entry,
     put_json,
@@ -55,6 +56,7 @@ __all__ = [
     "extend_ttl",
     "get_json",
     "get_wal",
+    "iter_keys",
     "list_entries",
     "list_wal",
     "load_entry",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from plugin.logical import Storage
@@ -48,6 +48,10 @@ class InMemoryStorage:
     def delete(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)
+
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        keys = [key for key in self.list(prefix) if key > after]
+        return keys[:limit] if limit > 0 else keys
 
     def list(self, prefix: str) -> list[str]:
         with self._lock:
@@ -115,6 +119,9 @@ class CachingStorage:
         finally:
             self.invalidate(key)
 
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        return self.inner.list_page(prefix, after, limit)
+
     def list(self, prefix: str) -> list[str]:
         return self.inner.list(prefix)
 
@@ -143,6 +150,28 @@ def load_entry(storage: Storage, key: str, kind: type[EntryT]) -> EntryT | None:
 def save_entry(storage: Storage, key: str, entry: Any) -> None:
     """Store a dataclass instance as JSON at `key`."""
     put_json(storage, key, dataclasses.asdict(entry))
+
+
+# Keys per ListPage call of `iter_keys`: far below gRPC's 4 MiB default
+# message size even for long keys.
+LIST_PAGE_SIZE = 1000
+
+
+def iter_keys(
+    storage: Storage, prefix: str, page_size: int = LIST_PAGE_SIZE
+) -> Iterator[str]:
+    """Yield the keys directly under `prefix`, one ListPage call per page.
+
+    A single List of a prefix with many entries returns them in one
+    message, which may exceed the transport's message size.
+    """
+    after = ""
+    while True:
+        page = storage.list_page(prefix, after, page_size)
+        yield from page
+        if len(page) < page_size:
+            return
+        after = page[-1]
 
 
 def list_entries(storage: Storage, prefix: str) -> list[str]:

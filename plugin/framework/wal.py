@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from plugin.framework.storage import get_json, put_json
+from plugin.framework.storage import get_json, iter_keys, put_json
 from plugin.logical import Storage
 
 WAL_PREFIX = "wal/"
@@ -56,7 +56,7 @@ def get_wal(storage: Storage, entry_id: str) -> WALEntry | None:
 
 def list_wal(storage: Storage) -> list[str]:
     """Return the ids of all entries."""
-    return [key for key in storage.list(WAL_PREFIX) if not key.endswith("/")]
+    return [key for key in iter_keys(storage, WAL_PREFIX) if not key.endswith("/")]
 
 
 def delete_wal(storage: Storage, entry_id: str) -> None:

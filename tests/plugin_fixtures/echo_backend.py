@@ -142,6 +142,12 @@ class EchoBackend:
     def _list(self, request: Request) -> Response:
         if request.operation is not Operation.LIST:
             raise UnsupportedOperationError("kv/ supports list only")
+        if "page_limit" in request.data:  # one page, through ListPage
+            after = str(request.data.get("page_after", ""))
+            limit = int(request.data["page_limit"])
+            return Response(
+                data={"keys": request.storage.list_page("kv/", after, limit)}
+            )
         return Response(data={"keys": request.storage.list("kv/")})
 
     def _info(self, request: Request) -> Response:
