@@ -99,6 +99,7 @@ def test_root_config_null_max_retries_kept(mount: Mount) -> None:
         ({"iam_endpoint": "localhost:4566"}, "invalid iam_endpoint"),
         ({"max_retries": -2}, "invalid max_retries"),
         ({"username_template": "{{.Nope}}"}, "unsupported username_template"),
+        ({"username_template": "ab-{{.RoleName"}, "unclosed action at offset 3"),
         ({"username_template": "{{random 60}}-{{random 10}}"}, "at most 64"),
     ],
 )
@@ -290,6 +291,19 @@ def test_role_rejects(mount: Mount, fields: dict[str, object], message: str) -> 
         mount.write("aws/roles/bad", **fields)
 
     assert mount.read("aws/roles/bad") is None
+
+
+def test_role_null_credential_type_rejected(mount: Mount) -> None:
+    # Vault's AWS engine requires credential_type; a JSON null reads as "".
+    with pytest.raises(BadRequestError, match="missing credential_type: use one of"):
+        mount.request(Operation.UPDATE, "aws/roles/r", {"credential_type": None})
+    assert mount.read("aws/roles/r") is None
+
+    mount.write("aws/roles/r", credential_type="iam_user", policy_arns=POLICY_ARN)
+    with pytest.raises(BadRequestError, match="missing credential_type"):
+        mount.request(Operation.UPDATE, "aws/roles/r", {"credential_type": None})
+
+    assert read_data(mount, "aws/roles/r")["credential_type"] == "iam_user"
 
 
 def test_legacy_policy_parameter(mount: Mount) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from plugin.database.config import load_config
 from plugin.database.errors import ConfigInUseError
@@ -11,7 +14,8 @@ from plugin.framework import put_wal
 from plugin.logical import BadRequestError, Operation, PermissionDeniedError
 from tests.support.database import Mount, configure
 from tests.support.postgres import Cluster
-from tests.test_database_creds import READONLY, add_role
+from tests.test_database_creds import READONLY, add_role, login
+from tests.test_database_tls import Pki, key_body, new_pki
 
 
 def test_hvac_configure_and_read(mount: Mount, pg_cluster: Cluster) -> None:
@@ -262,3 +266,259 @@ def test_config_update_with_null_clears(mount: Mount, pg_cluster: Cluster) -> No
     # 0, and so null, means the default of 4, as in Vault's SQL plugins.
     assert details["max_open_connections"] == 4
     assert details["username"] == "postgres"
+
+
+def config_details(mount: Mount) -> dict[str, Any]:
+    response = mount.read("database/config/pg")
+    assert response is not None
+    details: dict[str, Any] = response.data["connection_details"]
+    return details
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_idle_connections": -5}, "invalid max_idle_connections -5: expected 0"),
+        ({"max_open_connections": -1}, "invalid max_open_connections -1: expected 1"),
+        ({"max_connection_lifetime": -5}, "-5 for field 'max_connection_lifetime'"),
+        ({"max_connection_lifetime": "-5s"}, "'-5s' for field 'max_connection_lif"),
+    ],
+)
+def test_negative_pool_limit_rejected(
+    mount: Mount, pg_cluster: Cluster, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(BadRequestError, match=message):
+        configure(mount, pg_cluster, **fields)
+
+    assert mount.read("database/config/pg") is None
+
+
+def test_idle_above_open_accepted(mount: Mount, pg_cluster: Cluster) -> None:
+    # Vault caps max_idle_connections at max_open_connections when it
+    # connects, and returns the written value on read.
+    configure(mount, pg_cluster, max_open_connections=2, max_idle_connections=10)
+    add_role(mount)
+
+    secret = mount.creds("demo-readonly", "dev").secret
+
+    details = config_details(mount)
+    assert details["max_open_connections"] == 2
+    assert details["max_idle_connections"] == 10
+    assert secret is not None
+    mount.revoke(secret)
+
+
+@pytest.mark.parametrize(
+    ("template", "offset"),
+    [("{{bad", 0), ("x{{", 1), ("v-{{.RoleName}}-{{random 4", 16)],
+)
+def test_unclosed_username_template_rejected(
+    mount: Mount, pg_cluster: Cluster, template: str, offset: int
+) -> None:
+    with pytest.raises(BadRequestError) as raised:
+        configure(mount, pg_cluster, username_template=template)
+
+    message = str(raised.value)
+    assert f"invalid username_template {template!r}" in message
+    assert f"unclosed action at offset {offset}" in message
+    assert mount.read("database/config/pg") is None
+
+
+def test_closing_braces_are_template_text(mount: Mount, pg_cluster: Cluster) -> None:
+    # Go's text/template reads a }} outside an action as text.
+    configure(mount, pg_cluster, username_template="}}x-{{.RoleName}}-{{random 8}}")
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+
+    assert response.data["username"].startswith("--x-demo-readonly-")
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_empty_password_authentication_is_password(
+    mount: Mount, pg_cluster: Cluster, value: str | None
+) -> None:
+    # Vault's PostgreSQL plugin reads an empty password_authentication as
+    # password; Terraform sends null for the attribute left unset.
+    configure(mount, pg_cluster, password_authentication="scram-sha-256")
+    mount.request(
+        Operation.UPDATE, "database/config/pg", {"password_authentication": value}
+    )
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+
+    assert config_details(mount)["password_authentication"] == "password"
+    with psycopg.connect(**pg_cluster.conninfo(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+            (response.data["username"],),
+        ).fetchone()
+    # The server hashed the plaintext with its own fresh salt.
+    assert row is not None and row[0].startswith("SCRAM-SHA-256$")
+    with login(pg_cluster, response.data) as session:
+        assert session.execute("SELECT 1").fetchone() == (1,)
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+@pytest.mark.parametrize(
+    ("field", "statement", "message"),
+    [
+        (
+            "creation_statements",
+            'CREATE ROLE "{{nope}}"',
+            "unknown placeholder {{nope}} in creation_statements: the known "
+            "placeholders are {{name}}, {{username}}, {{password}}, {{expiration}}",
+        ),
+        (
+            "creation_statements",
+            """CREATE ROLE "{{name}}" LOGIN PASSWORD '{{pasword}}'""",
+            "unknown placeholder {{pasword}} in creation_statements",
+        ),
+        (
+            "revocation_statements",
+            'DROP ROLE "{{ user }}"',
+            "unknown placeholder {{ user }} in revocation_statements: the known "
+            "placeholders are {{name}}, {{username}}, {{password}}, {{expiration}}; "
+            "revocation_statements can use {{name}}, {{username}}",
+        ),
+        (
+            "revocation_statements",
+            "ALTER ROLE {{name}} PASSWORD {{password}}",
+            "placeholder {{password}} has no value in revocation_statements",
+        ),
+        (
+            "rollback_statements",
+            "DO $$ BEGIN EXECUTE 'DROP ROLE {{.Name}}'; END $$",
+            "unknown placeholder {{.Name}} in rollback_statements",
+        ),
+        (
+            "renew_statements",
+            "ALTER ROLE {{name}} VALID UNTIL {{expiry}}",
+            "unknown placeholder {{expiry}} in renew_statements",
+        ),
+    ],
+)
+def test_role_placeholder_rejected(
+    mount: Mount, field: str, statement: str, message: str
+) -> None:
+    fields = {"db_name": "pg", "creation_statements": READONLY, field: [statement]}
+
+    with pytest.raises(BadRequestError) as raised:
+        mount.write("database/roles/r", **fields)
+
+    assert message in str(raised.value)
+    assert mount.read("database/roles/r") is None
+
+
+def test_braces_that_are_not_placeholders(mount: Mount, pg_cluster: Cluster) -> None:
+    # Array literals and a JSON value in quotes and in a dollar-quoted body:
+    # none has the form {{word}}, so none is a placeholder.
+    statements = [
+        READONLY,
+        "SELECT '{{1,2},{3,4}}'::int[], '{{a,b},{c,d}}'::text[]",
+        """DO $$ BEGIN PERFORM '{"k": {"v": "{{}}"}}'::jsonb; END $$""",
+    ]
+    configure(mount, pg_cluster)
+    add_role(mount, creation_statements=statements)
+
+    response = mount.creds("demo-readonly", "dev")
+
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
+def test_root_rotation_placeholder_rejected(mount: Mount, pg_cluster: Cluster) -> None:
+    statement = "ALTER ROLE {{name}} VALID UNTIL {{expiration}}"
+
+    with pytest.raises(BadRequestError) as raised:
+        configure(mount, pg_cluster, root_rotation_statements=[statement])
+
+    assert "invalid placeholder {{expiration}} in root_rotation_statements" in str(
+        raised.value
+    )
+    assert mount.read("database/config/pg") is None
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return new_pki()
+
+
+def test_tls_fields_stored_when_valid(
+    mount: Mount, pg_cluster: Cluster, pki: Pki
+) -> None:
+    configure(
+        mount,
+        pg_cluster,
+        verify_connection=False,
+        tls_ca=pki.ca + pki.other_ca,
+        tls_certificate=pki.client_cert,
+        private_key=pki.client_key,
+    )
+
+    details = config_details(mount)
+    assert details["tls_ca"] == pki.ca + pki.other_ca
+    assert details["tls_certificate"] == pki.client_cert
+    assert "private_key" not in details
+
+
+def test_tls_ca_garbage_rejected(mount: Mount, pg_cluster: Cluster) -> None:
+    with pytest.raises(BadRequestError, match="invalid tls_ca 'garbage': expected"):
+        configure(mount, pg_cluster, verify_connection=False, tls_ca="garbage")
+
+    assert mount.read("database/config/pg") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"private_key": "key"}, "missing tls_certificate: private_key is set"),
+        ({"tls_certificate": "cert"}, "missing private_key: tls_certificate is set"),
+        (
+            {"tls_certificate": "garbage", "private_key": "key"},
+            "invalid tls_certificate 'garbage': expected one or more PEM",
+        ),
+        (
+            {"tls_certificate": "key", "private_key": "key"},
+            "invalid tls_certificate starting '-----BEGIN PRIVATE KEY-----'",
+        ),
+        ({"tls_certificate": "cert", "private_key": "cert"}, "expected an unencrypted"),
+        ({"tls_certificate": "cert", "private_key": "other"}, "not the key of the"),
+        ({"tls_certificate": "cert", "private_key": "locked"}, "the key is encrypted"),
+    ],
+)
+def test_tls_client_pair_rejected(
+    mount: Mount,
+    pg_cluster: Cluster,
+    pki: Pki,
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    pem = {
+        "cert": pki.client_cert,
+        "key": pki.client_key,
+        "other": pki.server_key,
+        "locked": encrypted(pki.client_key),
+        "garbage": "garbage",
+    }
+    values = {name: pem[value] for name, value in fields.items()}
+
+    with pytest.raises(BadRequestError, match=message) as raised:
+        configure(mount, pg_cluster, verify_connection=False, **values)
+
+    for key in (pki.client_key, pki.server_key):
+        assert key_body(key) not in str(raised.value)
+    assert mount.read("database/config/pg") is None
+
+
+def encrypted(key_pem: str) -> str:
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key-password-1"),
+    ).decode()

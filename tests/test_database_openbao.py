@@ -405,3 +405,57 @@ def test_long_agent_name_through_openbao(
         assert f'"agent": "{LONG_AGENT}"' in role_comment(stack, name)
         admin.sys.revoke_lease(response["lease_id"])
         assert not role_exists(stack, name)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_idle_connections": -5}, "invalid max_idle_connections -5"),
+        ({"username_template": "{{bad"}, "unclosed action at offset 0"),
+        ({"tls_ca": "garbage"}, "invalid tls_ca 'garbage'"),
+        ({"private_key": "not-a-key-7f3a"}, "missing tls_certificate"),
+    ],
+)
+def test_config_write_rejects_bad_value(
+    admin: hvac.Client,
+    stack: StackState,
+    mount: str,
+    fields: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(hvac.exceptions.InvalidRequest) as raised:
+        configure(admin, stack, "rejected", DATABASE, **fields)
+
+    assert message in str(raised.value)
+    assert "not-a-key-7f3a" not in str(raised.value)
+    assert admin.read(f"{mount}/database/config/rejected") is None
+
+
+def test_role_write_rejects_unknown_placeholder(admin: hvac.Client, mount: str) -> None:
+    with pytest.raises(hvac.exceptions.InvalidRequest) as raised:
+        add_role(
+            admin,
+            "bad-placeholder",
+            "issues",
+            revocation_statements='DROP ROLE "{{nope}}"',
+        )
+
+    assert "unknown placeholder {{nope}} in revocation_statements" in str(raised.value)
+    assert admin.read(f"{mount}/database/roles/bad-placeholder") is None
+
+
+def test_null_password_authentication_is_password(
+    admin: hvac.Client, stack: StackState, mount: str
+) -> None:
+    configure(admin, stack, "null-auth", DATABASE)
+    reply = requests.post(
+        f"{stack.vault_addr}/v1/{mount}/database/config/null-auth",
+        headers={"X-Vault-Token": stack.root_token},
+        data='{"password_authentication": null}',
+        timeout=30,
+    )
+
+    assert reply.status_code == 204, reply.text
+    config = admin.read(f"{mount}/database/config/null-auth")["data"]
+    assert config["connection_details"]["password_authentication"] == "password"
+    admin.delete(f"{mount}/database/config/null-auth")

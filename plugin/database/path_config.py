@@ -24,6 +24,8 @@ from plugin.database.credentials import (
 from plugin.database.errors import ConfigInUseError, InvalidConfigError
 from plugin.database.leases import is_completion_of, load_live
 from plugin.database.rollback import users_being_created
+from plugin.database.sql import find_invalid_placeholder
+from plugin.database.tls_fields import check_tls_fields
 from plugin.framework import Field, FieldData, FieldType, Path, name_group
 from plugin.logical import (
     LogicalError,
@@ -34,6 +36,9 @@ from plugin.logical import (
 )
 
 logger = logging.getLogger(__name__)
+
+# rotate-root substitutes the admin user and its new password.
+ROOT_ROTATION_PLACEHOLDERS = ("name", "username", "password")
 
 S, INT, BOOL = FieldType.STRING, FieldType.INT, FieldType.BOOL
 DURATION, LIST = FieldType.DURATION, FieldType.STRING_LIST
@@ -285,6 +290,9 @@ def merge_config(stored: DatabaseConfig | None, data: FieldData) -> DatabaseConf
     if config.max_open_connections == 0:
         # Vault's SQL connection producer reads 0, or a null, as its default.
         config.max_open_connections = DEFAULT_MAX_OPEN_CONNECTIONS
+    if not config.password_authentication:
+        # Vault's PostgreSQL plugin reads an empty value, or a null, as password.
+        config.password_authentication = "password"  # noqa: S105 (a method name)
     return config
 
 
@@ -300,15 +308,43 @@ def validate_config(config: DatabaseConfig) -> None:
             f"invalid password_authentication {config.password_authentication!r}: "
             f"expected one of {', '.join(PASSWORD_AUTHENTICATIONS)}"
         )
-    if config.max_open_connections < 1:
-        raise InvalidConfigError(
-            f"invalid max_open_connections {config.max_open_connections}: expected "
-            f"1 or more, or 0 for the default of {DEFAULT_MAX_OPEN_CONNECTIONS}"
-        )
+    _check_pool_limits(config)
     if not config.connection_url:
         raise InvalidConfigError("missing connection_url: give a PostgreSQL URL")
     config.conninfo()
     try:
         render_username(config.username_template, NameInputs("agent", "role"))
     except ValueError as err:
-        raise InvalidConfigError(f"invalid username_template: {err}") from err
+        raise InvalidConfigError(
+            f"invalid username_template {config.username_template!r}: {err}"
+        ) from err
+    placeholder = find_invalid_placeholder(
+        config.root_rotation_statements, ROOT_ROTATION_PLACEHOLDERS
+    )
+    if placeholder:
+        raise InvalidConfigError(
+            f"invalid placeholder {placeholder} in root_rotation_statements: "
+            "they can use {{name}}, {{username}} and {{password}}"
+        )
+    check_tls_fields(config)
+
+
+def _check_pool_limits(config: DatabaseConfig) -> None:
+    """Raise InvalidConfigError for a negative connection limit.
+
+    Vault's SQL plugins hand negative limits to Go's database/sql, which
+    reads them as no limit (max_open_connections) or as no idle
+    connections (max_idle_connections). A max_idle_connections above
+    max_open_connections is accepted and acts as max_open_connections, as
+    in Vault.
+    """
+    if config.max_open_connections < 1:
+        raise InvalidConfigError(
+            f"invalid max_open_connections {config.max_open_connections}: expected "
+            f"1 or more, or 0 for the default of {DEFAULT_MAX_OPEN_CONNECTIONS}"
+        )
+    if config.max_idle_connections < 0:
+        raise InvalidConfigError(
+            f"invalid max_idle_connections {config.max_idle_connections}: expected "
+            "0 or more, where 0 means max_open_connections"
+        )

@@ -14,6 +14,7 @@ from plugin.database.roles import (
     role_key,
     save_role,
 )
+from plugin.database.sql import PLACEHOLDERS, find_invalid_placeholder
 from plugin.framework import Field, FieldData, FieldType, Path, name_group
 from plugin.logical import Operation, Request, Response
 
@@ -155,6 +156,7 @@ def validate_role(role: RoleEntry) -> None:
             """e.g. CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' """
             "VALID UNTIL '{{expiration}}'"
         )
+    check_placeholders(role)
     if role.credential_type not in CREDENTIAL_TYPES:
         raise InvalidRoleError(
             f"unsupported credential_type {role.credential_type!r}: supported "
@@ -170,3 +172,37 @@ def validate_role(role: RoleEntry) -> None:
             f"default_ttl {role.default_ttl} s is greater than max_ttl "
             f"{role.max_ttl} s: lower default_ttl or raise max_ttl"
         )
+
+
+# The placeholders that have a value in each statement field. Revoke and
+# rollback run with the user name only, without a password or expiration.
+STATEMENT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "creation_statements": PLACEHOLDERS,
+    "revocation_statements": ("name", "username"),
+    "rollback_statements": ("name", "username"),
+    "renew_statements": ("name", "username", "expiration"),
+}
+
+
+def check_placeholders(role: RoleEntry) -> None:
+    """Raise InvalidRoleError for a placeholder a statement field cannot fill."""
+    for field_name, allowed in STATEMENT_PLACEHOLDERS.items():
+        found = find_invalid_placeholder(getattr(role, field_name), allowed)
+        if found:
+            raise InvalidRoleError(placeholder_error(field_name, found, allowed))
+
+
+def placeholder_error(field_name: str, found: str, allowed: tuple[str, ...]) -> str:
+    """Return the message for placeholder `found` in field `field_name`."""
+    usable = f"{field_name} can use {_braced(allowed)}"
+    if found.strip("{} ") in PLACEHOLDERS:
+        return f"placeholder {found} has no value in {field_name}: {usable}"
+    message = (
+        f"unknown placeholder {found} in {field_name}: the known placeholders are "
+        f"{_braced(PLACEHOLDERS)}"
+    )
+    return message if allowed == PLACEHOLDERS else f"{message}; {usable}"
+
+
+def _braced(keys: tuple[str, ...]) -> str:
+    return ", ".join("{{" + key + "}}" for key in keys)

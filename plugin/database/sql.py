@@ -14,7 +14,7 @@ value.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 _PLACEHOLDER = re.compile(
     r"""(?P<quote>["']?)\{\{\s*(?P<key>name|username|password|expiration)\s*\}\}(?P=quote)"""
@@ -61,6 +61,26 @@ def render(statement: str, values: Mapping[str, str]) -> str:
 def uses_placeholder(statement: str, key: str) -> bool:
     """Return whether `statement` contains the placeholder `key`."""
     return any(found["key"] == key for found in _PLACEHOLDER.finditer(statement))
+
+
+# Text written like a placeholder, known or not: `{{name}}`, `{{ nope }}`,
+# `{{.Name}}`. Array literals such as '{{1,2},{3,4}}' do not match.
+_PLACEHOLDER_LIKE = re.compile(r"\{\{\s*(?P<key>\.?[A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+PLACEHOLDERS = ("name", "username", "password", "expiration")
+
+
+def find_invalid_placeholder(statements: list[str], allowed: Iterable[str]) -> str:
+    """Return the first placeholder of `statements` outside `allowed`, or "".
+
+    Placeholders are substituted inside quotes and dollar-quoted bodies too,
+    so text of a placeholder's form counts as one wherever it is.
+    """
+    names = frozenset(allowed)
+    for statement in statements:
+        for found in _PLACEHOLDER_LIKE.finditer(statement):
+            if found["key"] not in names:
+                return found.group()
+    return ""
 
 
 def split_statements(statements: list[str]) -> list[str]:

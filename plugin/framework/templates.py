@@ -71,4 +71,20 @@ def expand_template(
             value = apply_filter(stage, value)
         return value
 
+    check_delimiters(template)
     return _ACTION.sub(action, template)
+
+
+def check_delimiters(template: str) -> None:
+    """Raise ValueError when a `{{` of `template` starts no complete action.
+
+    Go's text/template, which Vault uses, rejects such a template as an
+    unclosed action. A `}}` outside an action is text in Go, and here too.
+    """
+    literal = _ACTION.sub(lambda found: " " * len(found.group()), template)
+    offset = literal.find("{{")
+    if offset >= 0:
+        raise ValueError(
+            f"unclosed action at offset {offset}: each {{{{ needs a closing }}}}, "
+            "as in {{.RoleName}}"
+        )
