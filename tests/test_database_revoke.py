@@ -136,6 +136,29 @@ def test_tidy_drops_lapsed_roles(mount: Mount, pg_cluster: Cluster) -> None:
     mount.revoke(kept.secret)
 
 
+def test_periodic_sweep_drops_only_lapsed(mount: Mount, pg_cluster: Cluster) -> None:
+    """The periodic function drops lapsed users; unleased current ones wait for tidy."""
+    configure(mount, pg_cluster)
+    add_role(mount)
+    lapsed = mount.creds("demo-readonly", "dev")
+    unleased = mount.creds("demo-readonly", "dev")
+    mount.storage.delete(f"database/live/pg/{unleased.data['username']}")
+    with connect(pg_cluster) as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(
+                psycopg.sql.Identifier(lapsed.data["username"])
+            )
+        )
+
+    mount.request(Operation.ROLLBACK, "")
+
+    assert not role_exists(pg_cluster, lapsed.data["username"])
+    assert role_exists(pg_cluster, unleased.data["username"])
+    assert mount.storage.list("database/live/") == []
+    assert unleased.secret is not None
+    mount.revoke(unleased.secret)
+
+
 def test_tidy_forgets_dropped_users(mount: Mount, pg_cluster: Cluster) -> None:
     """A record whose user was dropped by hand no longer blocks a config delete."""
     configure(mount, pg_cluster)

@@ -15,7 +15,7 @@ from plugin.database.path_config import config_paths
 from plugin.database.path_creds import creds_paths
 from plugin.database.path_roles import role_paths
 from plugin.database.path_rotate import rotate_paths
-from plugin.database.path_tidy import tidy_paths
+from plugin.database.path_tidy import LapsedUserSweep, tidy_paths
 from plugin.database.roles import ROLE_PREFIX
 from plugin.database.rollback import rollback_handlers
 from plugin.database.secret_creds import CredsSecret
@@ -38,6 +38,7 @@ def database_extension(system: Callable[[], SystemView]) -> Extension:
         paths=paths,
         secrets=[creds],
         wal_rollback=rollback_handlers(backend),
+        periodic=LapsedUserSweep(backend),
         cleanup=backend.cleanup,
         invalidate=backend.invalidate,
         seal_wrap_storage=["database/config/*"],

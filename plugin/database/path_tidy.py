@@ -10,6 +10,7 @@ users that no longer exist.
 from __future__ import annotations
 
 import logging
+import time
 
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import DatabaseConfig, list_configs, load_config
@@ -54,8 +55,42 @@ def tidy_paths(backend: DatabaseBackend) -> list[Path]:
     ]
 
 
-def tidy_config(backend: DatabaseBackend, storage: Storage, name: str) -> list[str]:
-    """Drop the orphaned users of config `name`; return their names."""
+class LapsedUserSweep:
+    """Drop lapsed users from the periodic function, at most every `interval` s.
+
+    A user whose credential never reached Vault (the client gave up on the
+    creds read, or Vault failed to store the lease) has no lease to end it.
+    Its VALID UNTIL stops new logins, and this sweep drops the user soon
+    after, so no operator has to run `database/tidy` for it.
+    """
+
+    def __init__(self, backend: DatabaseBackend, interval: float = 600.0) -> None:
+        self.backend = backend
+        self.interval = interval
+        self._last = float("-inf")
+
+    def __call__(self, request: Request) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        for name in list_configs(request.storage):
+            try:
+                tidy_config(self.backend, request.storage, name, lapsed_only=True)
+            except Exception as err:  # one unreachable server must not stop the rest
+                logger.warning(
+                    "lapsed-user sweep failed: config=%s error=%s", name, err
+                )
+
+
+def tidy_config(
+    backend: DatabaseBackend, storage: Storage, name: str, *, lapsed_only: bool = False
+) -> list[str]:
+    """Drop the orphaned users of config `name`; return their names.
+
+    With `lapsed_only`, drop only users whose VALID UNTIL passed more than
+    LAPSE_GRACE seconds ago.
+    """
     config = load_config(storage, name)
     if config is None:
         return []
@@ -70,6 +105,8 @@ def tidy_config(backend: DatabaseBackend, storage: Storage, name: str) -> list[s
         if role.comment.get("db") != name or username in creating:
             continue
         record = live.get(username)
+        if lapsed_only and not role.lapsed:
+            continue
         if record is not None and not is_expired(record) and not role.lapsed:
             continue
         with backend.connection(name, config) as conn:
