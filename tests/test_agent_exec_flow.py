@@ -396,3 +396,74 @@ def test_standby_redirect_followed(fakes: Fakes) -> None:
     # Each client connection is redirected once, then stays on the active node.
     assert standby.requests[0] == ("POST", "auth/jwt/login")
     assert_all_revoked(fakes)
+
+
+FD_REPORT = (
+    "import os, sys\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        os.fstat(fd)\n"
+    "    except OSError:\n"
+    "        return 'closed'\n"
+    "    return 'open'\n"
+    "states = ' '.join(is_open(fd) for fd in (0, 1, 2))\n"
+    "open(sys.argv[1], 'w').write(states)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("redirection", "expected"),
+    [
+        ("<&-", "closed open open"),
+        (">&-", "open closed open"),
+        ("<&- >&-", "closed closed open"),
+    ],
+)
+def test_closed_standard_fd_passes_through(
+    fakes: Fakes, redirection: str, expected: str
+) -> None:
+    report = fakes.tmp / "fds"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'exec "$@" {redirection}',
+            "sh",
+            AGENT_EXEC,
+            "--role",
+            "demo-readonly",
+            "--",
+            sys.executable,
+            "-c",
+            FD_REPORT,
+            str(report),
+        ],
+        env=fakes.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    assert report.read_text() == expected
+    assert "Traceback" not in result.stderr
+    assert_all_revoked(fakes)
+
+
+def test_closed_stdout_keeps_watchdog(fakes: Fakes) -> None:
+    command = ["sh", "-c", 'exec "$@" >&-', "sh", AGENT_EXEC]
+    with subprocess.Popen(
+        [*command, "--role", "demo-readonly", "--", "sleep", "30"],
+        env=fakes.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert wait_for(lambda: fakes.vault.live_leases() != [])
+        proc.kill()
+        proc.wait(timeout=10)
+        # Only the watchdog can have revoked them after a SIGKILL.
+        assert wait_for(
+            lambda: not fakes.vault.live_leases() and not fakes.vault.tokens
+        )

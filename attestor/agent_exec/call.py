@@ -70,9 +70,15 @@ ATTESTOR_DENIALS = frozenset(
 class Call:
     """One agent-exec invocation and everything it minted."""
 
-    def __init__(self, options: Options, inherited_ignored: frozenset[int]) -> None:
+    def __init__(
+        self,
+        options: Options,
+        inherited_ignored: frozenset[int],
+        closed_fds: frozenset[int] = frozenset(),
+    ) -> None:
         self.options = options
         self.inherited_ignored = inherited_ignored
+        self.closed_fds = closed_fds
         self.record = AuditRecord()
         self.stopwatch = Stopwatch(self.record.timings_ms)
         self.vault: VaultClient | None = None
@@ -258,6 +264,7 @@ class Call:
             argv=self.options.command,
             kill_timeout=self.options.kill_timeout,
             inherited_ignored=self.inherited_ignored,
+            closed_fds=self.closed_fds,
             keep_pids=frozenset([self.watchdog.pid]),
         )
         runner = ChildRunner(spec)
@@ -356,6 +363,7 @@ class Call:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `agent-exec` console script."""
+    closed_fds = _open_standard_fds()
     inherited_ignored = frozenset(
         signum
         for signum in signals.FORWARDED
@@ -368,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         _exit_now(err.exit_code)
     configure_logging(options.verbose)
 
-    call = Call(options, inherited_ignored)
+    call = Call(options, inherited_ignored, closed_fds)
     code = call.execute()
     if options.json:
         print(call.record.to_json(), file=sys.stderr, flush=True)
@@ -385,9 +393,40 @@ def _exit_now(code: int) -> NoReturn:
     """
     for stream in (sys.stdout, sys.stderr):
         # A closed or broken stream has nothing left to flush.
-        with suppress(OSError, ValueError):
+        with suppress(OSError, ValueError, AttributeError):
             stream.flush()
     os._exit(code)
+
+
+def _open_standard_fds() -> frozenset[int]:
+    """Open /dev/null onto each of fds 0, 1 and 2 that is closed; return those fds.
+
+    Otherwise the next descriptor agent-exec opens, such as the watchdog's
+    pipe, would get one of these numbers, and code that sets up the standard
+    streams of a child (the watchdog's `_detach`) would overwrite it. The
+    command gets them closed again, as agent-exec received them. Python sets
+    `sys.stdin`, `sys.stdout` or `sys.stderr` to None for a closed fd, so
+    those streams are reopened on /dev/null too.
+    """
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    for fd in sorted(closed):
+        # open() returns the lowest free descriptor, which is `fd` here.
+        opened = os.open(os.devnull, os.O_RDWR)
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as agent-exec
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    return frozenset(closed)
 
 
 def _print_revocation_failure(report: RevocationReport, command_code: int) -> None:

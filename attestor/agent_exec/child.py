@@ -48,10 +48,18 @@ class ChildSpec:
     """The command to run: `program` is the resolved file, `argv[0]` the name typed.
 
     `keep_pids` are agent-exec's own children that are not the command's
-    (the watchdog).
+    (the watchdog). `closed_fds` are the standard descriptors (0, 1, 2) that
+    were closed when agent-exec started; the command gets them closed too.
     """
 
-    __slots__ = ("argv", "inherited_ignored", "keep_pids", "kill_timeout", "program")
+    __slots__ = (
+        "argv",
+        "closed_fds",
+        "inherited_ignored",
+        "keep_pids",
+        "kill_timeout",
+        "program",
+    )
 
     def __init__(
         self,
@@ -60,9 +68,11 @@ class ChildSpec:
         *,
         kill_timeout: float = 5.0,
         inherited_ignored: frozenset[int] = frozenset(),
+        closed_fds: frozenset[int] = frozenset(),
         keep_pids: frozenset[int] = frozenset(),
     ) -> None:
         self.program = program
+        self.closed_fds = closed_fds
         self.argv = argv
         self.kill_timeout = kill_timeout
         self.inherited_ignored = inherited_ignored
@@ -318,6 +328,8 @@ def _child_main(
         if env is not None:
             if terminal is not None:
                 terminal.hand_to(os.getpid())
+            for fd in spec.closed_fds:
+                os.close(fd)
             os.execve(spec.program, spec.argv, env)  # noqa: S606 - argv list
     except OSError as err:
         code = (
