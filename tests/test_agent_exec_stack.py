@@ -8,16 +8,20 @@ view afterwards (the PostgreSQL role, the Vault lease and the token are gone).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import hvac
 import psycopg
@@ -361,3 +365,101 @@ def test_renewal_outlives_short_ttls(stack: Any, admin: hvac.Client) -> None:
     assert result.stdout.strip() == "42"
     record = audit_record(result)
     assert record["revocation"]["ok"] is True
+
+
+class CredsDelayProxy(BaseHTTPRequestHandler):
+    """Forward requests to Vault, holding each creds response for `delay` seconds.
+
+    The creds request reaches Vault at once, so the plugin creates the user
+    before the proxy's hold begins; `creds_sent_upstream` is set then.
+    """
+
+    protocol_version = "HTTP/1.1"
+    upstream = ""
+    address = ""
+    delay = 1.0
+    creds_sent_upstream = threading.Event()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {
+            name: value
+            for name, value in self.headers.items()
+            if name.lower() not in ("host", "connection", "content-length")
+        }
+        upstream = http.client.HTTPConnection(self.upstream, timeout=30)
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        upstream.close()
+        if "/creds/" in self.path:
+            type(self).creds_sent_upstream.set()
+            time.sleep(self.delay)
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def do_PUT(self) -> None:
+        self._forward()
+
+
+@contextmanager
+def creds_delay_proxy(vault_addr: str) -> Iterator[type[CredsDelayProxy]]:
+    class Handler(CredsDelayProxy):
+        upstream = urlsplit(vault_addr).netloc
+        creds_sent_upstream = threading.Event()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Handler.address = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield Handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def database_users(pg: psycopg.Connection[Any]) -> set[str]:
+    rows = pg.execute("select rolname from pg_roles where rolname like 'v-%'")
+    return {row[0] for row in rows.fetchall()}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_during_creds_read_revokes(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any], signum: int
+) -> None:
+    users_before = database_users(pg)
+    leases_before = live_leases(admin)
+    with creds_delay_proxy(stack.vault_addr) as proxy:
+        env = agent_env(stack, VAULT_ADDR=proxy.address)
+        with subprocess.Popen(
+            [AGENT_EXEC, "--json", "--role", "demo-readonly", "--", "true"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            assert proxy.creds_sent_upstream.wait(timeout=30)
+            proc.send_signal(signum)
+            assert proc.wait(timeout=60) == 128 + signum
+            assert proc.stderr is not None
+            stderr = proc.stderr.read()
+    record = json.loads(stderr.strip().splitlines()[-1])
+    assert len(record["lease_ids"]) == 1
+    assert record["revocation"]["ok"] is True
+    assert database_users(pg) == users_before
+    assert live_leases(admin) == leases_before

@@ -90,12 +90,19 @@ class Call:
         self.runner: ChildRunner | None = None
         self.child: ChildResult | None = None
         self.report: RevocationReport | None = None
+        # While a Vault request is in flight, a terminating signal is only
+        # recorded here, because closing the connection makes Vault cancel
+        # the request, and the plugin may still create a user that no lease
+        # then tracks.
+        self._defer_signals = False
+        self._pending_signal = 0
 
     def execute(self) -> int:
         """Run the whole call and return agent-exec's exit code."""
-        _set_signal_handlers(_raise_interrupted)
+        _set_signal_handlers(self._on_signal)
         try:
             self._prepare()
+            self._raise_pending_signal()
             self._run_command()
         except ExecError as err:
             self.error = err
@@ -136,6 +143,7 @@ class Call:
             )
         )
         self.record.roles = [str(role) for role in roles]
+        self._raise_pending_signal()
         params = [creds_params(role, options.ttl) for role in roles]
         self.stopwatch.lap("resolve_roles")
         for role, role_params in zip(roles, params, strict=True):
@@ -184,6 +192,8 @@ class Call:
         self.record.token_accessor = login.accessor
         self.record.policies = list(login.policies)
         self.stopwatch.lap("login")
+        self.login = login
+        self._raise_pending_signal()
         return login
 
     def _while_logging_in(self, jwt: str) -> None:
@@ -227,15 +237,35 @@ class Call:
                 lease.ttl,
                 self.options.ttl,
             )
+        self._raise_pending_signal()
 
     def _check(self, step: Callable[[], T]) -> T:
-        """Run a Vault step; record a denial as the call's policy decision."""
+        """Run a Vault step; record a denial as the call's policy decision.
+
+        A terminating signal during the step waits until the step ends, which
+        the request's socket timeout bounds, and the caller raises it with
+        `_raise_pending_signal` once it has recorded what the step minted.
+        """
+        self._defer_signals = True
         try:
             return step()
         except DeniedError as err:
             self.record.decision = "denied"
             self.record.reason = str(err)
             raise
+        finally:
+            self._defer_signals = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._defer_signals:
+            log.info("signal %d received; it ends the call after this request", signum)
+            self._pending_signal = self._pending_signal or signum
+            return
+        raise InterruptedBySignalError(signum)
+
+    def _raise_pending_signal(self) -> None:
+        if self._pending_signal:
+            raise InterruptedBySignalError(self._pending_signal)
 
     def _fork_command_early(self) -> None:
         """Fork the command's process while the first credentials are minted.
@@ -447,10 +477,6 @@ def _print_revocation_failure(report: RevocationReport, command_code: int) -> No
         f"the command's own exit status was {command_code}",
         file=sys.stderr,
     )
-
-
-def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    raise InterruptedBySignalError(signum)
 
 
 def _set_signal_handlers(
