@@ -467,3 +467,16 @@ def test_closed_stdout_keeps_watchdog(fakes: Fakes) -> None:
         assert wait_for(
             lambda: not fakes.vault.live_leases() and not fakes.vault.tokens
         )
+
+
+def test_short_leftover_ends_call_early(fakes: Fakes) -> None:
+    started = time.monotonic()
+    result = fakes.run(
+        "--json", "--role", "demo-readonly", "--", "sh", "-c", "sleep 0.3 & exit 0"
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 3
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["child"]["leftovers_killed"] is False
+    assert_all_revoked(fakes)

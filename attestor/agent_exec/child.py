@@ -236,6 +236,7 @@ class ChildRunner:
 
     def _end_group(self) -> None:
         pgid = self.result.pid
+        _reap_group(pgid)
         if not _group_exists(pgid):
             return
         log.info("sending SIGTERM to processes left in pgid=%d", pgid)
@@ -243,6 +244,7 @@ class ChildRunner:
         _kill_group(pgid, signals.SIGCONT)  # a stopped process handles SIGTERM late
         deadline = time.monotonic() + self.spec.kill_timeout
         while time.monotonic() < deadline:
+            _reap_group(pgid)
             if not _group_exists(pgid):
                 return
             time.sleep(GROUP_POLL)
@@ -350,6 +352,22 @@ def _kill_group(pgid: int, signum: int) -> None:
 def _reap(pid: int) -> None:
     with suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def _reap_group(pgid: int) -> None:
+    """Reap every exited child of agent-exec in process group `pgid`.
+
+    A process left in the group whose parent exited becomes agent-exec's
+    child, because agent-exec is the subreaper. Once it exits, it stays a
+    zombie until reaped, and `killpg(pgid, 0)` still finds a zombie.
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _group_exists(pgid: int) -> bool:
