@@ -9,7 +9,7 @@ seconds (`int`) here; the bridge converts to and from Vault's nanoseconds.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -190,6 +190,9 @@ class Request:
     client_token_accessor: str = ""
     connection: Connection | None = None
     headers: dict[str, list[str]] = field(default_factory=dict)
+    # Returns True once Vault has cancelled the request (its client went
+    # away), so no response will reach Vault.
+    is_cancelled: Callable[[], bool] = field(default=lambda: False, repr=False)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from plugin.aws import secret_access_keys
 from plugin.aws.client import KeyPair
-from plugin.aws.errors import AwsUnavailableError
+from plugin.aws.errors import AwsUnavailableError, RequestCancelledError
 from plugin.framework.wal import WAL_PREFIX, list_wal
 from plugin.logical import Operation, PermissionDeniedError, Secret
 from tests.support.database import Mount
@@ -201,6 +201,25 @@ def test_denied_agent_creates_nothing(mount: Mount, moto_server: MotoServer) -> 
 
     with pytest.raises(PermissionDeniedError, match="'dev' is not in allowed_agents"):
         aws_creds(mount, "demo-aws", "dev")
+
+    after = moto_server.client("iam").list_users()["Users"]
+    assert len(after) == len(before)
+    assert list_wal(mount.storage) == []
+
+
+def test_cancelled_read_deletes_user(mount: Mount, moto_server: MotoServer) -> None:
+    """A read that Vault cancelled deletes the user it created."""
+    add_role(mount)
+    before = moto_server.client("iam").list_users()["Users"]
+    entity_id = mount.system.add_agent("dev")
+
+    with pytest.raises(RequestCancelledError, match="was deleted"):
+        mount.request(
+            Operation.READ,
+            "aws/creds/demo-aws",
+            entity_id=entity_id,
+            is_cancelled=lambda: True,
+        )
 
     after = moto_server.client("iam").list_users()["Users"]
     assert len(after) == len(before)

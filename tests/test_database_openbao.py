@@ -253,6 +253,25 @@ def test_delete_config_refused_while_live(
     assert admin.read(f"{mount}/database/config/in-use") is None
 
 
+def test_cancelled_read_leaves_no_user(
+    admin: hvac.Client, agent: hvac.Client, stack: StackState, mount: str
+) -> None:
+    """A client that gives up during the read gets no user created for it."""
+    configure(admin, stack, "cancel", DATABASE)
+    slow = READONLY + " SELECT pg_sleep(0.8);"
+    add_role(admin, "slow-reader", "cancel", creation_statements=slow)
+    url = f"{agent.url}/v1/{mount}/database/creds/slow-reader"
+
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(url, headers={"X-Vault-Token": agent.token}, timeout=0.3)
+    time.sleep(1.5)  # the plugin finishes the read that Vault cancelled
+
+    query = "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s"
+    assert query_value(stack, query, "v-dev-slow-reader-%") == 0
+    admin.delete(f"{mount}/database/config/cancel")  # no live record, no WAL entry
+    assert admin.read(f"{mount}/database/config/cancel") is None
+
+
 def test_revoke_fails_while_postgres_down(
     admin: hvac.Client,
     agent: hvac.Client,

@@ -15,7 +15,7 @@ from plugin.aws.client import (
     sts_client,
 )
 from plugin.aws.config import RootConfig, load_lease
-from plugin.aws.errors import InvalidConfigError
+from plugin.aws.errors import InvalidConfigError, RequestCancelledError
 from plugin.aws.iam import UserPlan, create_user, delete_user
 from plugin.aws.issue import Issue
 from plugin.aws.roles import IAM_USER
@@ -64,6 +64,13 @@ def issue_iam_user(issue: Issue, secret: SecretType) -> Response:
     if role.key_ready_timeout is not None:
         timeout = role.key_ready_timeout
     verified = wait_until_key_works(config, keys, timeout) if timeout else False
+    if issue.request.is_cancelled():
+        # Vault's client went away, so no lease would track the user.
+        _roll_back(issue, username, wal_id)
+        raise RequestCancelledError(
+            "Vault cancelled the request (its client went away); the IAM user "
+            f"{username!r} was deleted"
+        )
     delete_wal(issue.request.storage, wal_id)
     return _leased(issue, secret, username, keys, verified=verified, timeout=timeout)
 

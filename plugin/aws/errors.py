@@ -39,3 +39,7 @@ class AwsRejectedError(AwsError, BadRequestError):
 
 class AwsUnavailableError(AwsError):
     """AWS could not be reached or kept failing; Vault retries revokes after this."""
+
+
+class RequestCancelledError(AwsError):
+    """Vault cancelled the creds read, so the key would reach no one."""

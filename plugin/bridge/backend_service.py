@@ -160,7 +160,9 @@ class BackendService:
     def handle_request(
         self, args: backend_pb2.HandleRequestArgs, context: grpc.ServicerContext
     ) -> backend_pb2.HandleRequestReply:
-        return self._instance(context).dispatcher.handle_request(args.request)
+        return self._instance(context).dispatcher.handle_request(
+            args.request, context.is_active
+        )
 
     def handle_existence_check(
         self, args: backend_pb2.HandleExistenceCheckArgs, context: grpc.ServicerContext

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from plugin.bridge import convert
 from plugin.bridge.pb import backend_pb2
@@ -41,11 +42,16 @@ class Dispatcher:
         return backend_pb2.InitializeReply()
 
     def handle_request(
-        self, message: backend_pb2.Request
+        self,
+        message: backend_pb2.Request,
+        is_active: Callable[[], bool] | None = None,
     ) -> backend_pb2.HandleRequestReply:
+        """Run one request; `is_active` reports whether Vault still awaits the reply."""
         started = time.perf_counter()
         try:
             request = convert.request_from_proto(message, self.storage)
+            if is_active is not None:
+                request.is_cancelled = lambda: not is_active()
             response = self.backend.handle_request(request)
             reply = backend_pb2.HandleRequestReply()
             if response is not None:

@@ -47,3 +47,7 @@ class AuthenticationFailedError(DatabaseUnavailableError):
 
 class StatementFailedError(DatabaseError):
     """PostgreSQL rejected a statement; the message carries no secret."""
+
+
+class RequestCancelledError(DatabaseError):
+    """Vault cancelled the creds read, so the credential would reach no one."""

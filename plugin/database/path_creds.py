@@ -18,6 +18,7 @@ from plugin.database.credentials import (
     scram_sha256_verifier,
 )
 from plugin.database.creds_access import AccessCheck
+from plugin.database.errors import RequestCancelledError
 from plugin.database.leases import (
     LiveRecord,
     completion_key,
@@ -139,8 +140,16 @@ class _CredsHandler:
         wal = self.backend.submit(
             put_wal, request.storage, WAL_KIND_CREDS, _rollback_data(mint)
         )
+
+        def before_commit() -> None:
+            wal.result()
+            _raise_if_cancelled(request)
+
         try:
-            self._create(request, mint, secret.result(), issued, wal.result)
+            self._create(request, mint, secret.result(), issued, before_commit)
+            # Vault cancels the request when its client goes away; a user
+            # created for it would have no lease, so it is dropped now.
+            _raise_if_cancelled(request)
         except LogicalError as err:
             logger.error(
                 "create failed: role=%s agent=%s username=%s error=%s",
@@ -250,6 +259,14 @@ class _CredsHandler:
             return
         forget_live(request.storage, mint.db_name, mint.username)
         delete_wal(request.storage, wal_id)
+
+
+def _raise_if_cancelled(request: Request) -> None:
+    if request.is_cancelled():
+        raise RequestCancelledError(
+            "Vault cancelled the request (its client went away); the user is "
+            "not handed out"
+        )
 
 
 def lease_ttls(system: SystemView, role: RoleEntry, requested: int) -> tuple[int, int]:
