@@ -197,10 +197,75 @@ def test_options_reject_invalid_vault_address(
         parse_options(["--role", "demo", "--", "true"])
 
 
-def test_options_reject_negative_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("value", ["-1", "1e308", "86400.5", "inf", "nan"])
+def test_options_reject_out_of_range_timeout(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
-    with pytest.raises(UsageError, match="must be 0 or more seconds"):
-        parse_options(["--role", "d", "--kill-timeout", "-1", "--", "true"])
+    with pytest.raises(UsageError, match="must be 0 to 86400 seconds") as caught:
+        parse_options(["--role", "d", "--kill-timeout", value, "--", "true"])
+    assert caught.value.exit_code == 64
+
+
+def test_options_accept_day_long_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    options = parse_options(["--role", "d", "--kill-timeout", "86400", "--", "true"])
+    assert options.kill_timeout == 86400.0
+
+
+@pytest.mark.parametrize("option", ["--mount", "--auth-mount"])
+@pytest.mark.parametrize(
+    "value", ["", "/", "a b", "jwt\r\nX-Injected: 1", "é", "a//b", "../x", "a/./b"]
+)
+def test_options_reject_invalid_mount(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    with pytest.raises(UsageError, match=f"invalid {option} value") as caught:
+        parse_options(["--role", "d", f"{option}={value}", "--", "true"])
+    assert repr(value) in str(caught.value)
+    assert caught.value.exit_code == 64
+
+
+def test_options_accept_nested_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    mounts = ["--mount", "/team/agent-creds.v2/", "--auth-mount", "j_w-t"]
+    options = parse_options(["--role", "d", *mounts, "--", "true"])
+    assert options.mount == "team/agent-creds.v2"
+    assert options.auth_mount == "j_w-t"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://127.0.0.1:8200/vault",
+        "http://127.0.0.1:8200?namespace=x",
+        "http://127.0.0.1:8200#top",
+        "http://[::1]:8200/v1",
+    ],
+)
+def test_options_reject_address_path(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", address)
+    with pytest.raises(UsageError, match="not supported") as caught:
+        parse_options(["--role", "d", "--", "true"])
+    assert caught.value.exit_code == 64
+
+
+def test_options_hide_address_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://admin:s3cret-pw@127.0.0.1:8200")
+    with pytest.raises(UsageError, match="user information") as caught:
+        parse_options(["--role", "d", "--", "true"])
+    assert "s3cret-pw" not in str(caught.value)
+    assert "admin" not in str(caught.value)
+    assert "http://***@127.0.0.1:8200" in str(caught.value)
+
+
+def test_options_accept_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:8200/")
+    options = parse_options(["--role", "d", "--", "true"])
+    assert options.vault_addr == "http://127.0.0.1:8200/"
 
 
 def test_options_keep_command_flags(monkeypatch: pytest.MonkeyPatch) -> None:

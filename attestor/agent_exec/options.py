@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from attestor.agent_exec.errors import UsageError
-from attestor.agent_exec.urls import split_base_url
+from attestor.agent_exec.urls import check_origin_only, hide_userinfo, split_base_url
 from attestor.protocol_constants import (
     DEFAULT_SOCKET_PATH,
     MAX_ASSERTED_CHARS,
@@ -27,6 +27,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
+
+# setitimer raises OverflowError for a value beyond time_t (1e308 does), so
+# --kill-timeout is capped at one day, far more than a command needs to stop.
+MAX_KILL_TIMEOUT = 86400.0
+# Characters of a mount path segment that agent-exec accepts: enough for
+# any path Vault's `sys/mounts` API creates in practice, and nothing that
+# needs encoding in a request line.
+MOUNT_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+)
 
 USAGE = "agent-exec --role NAME [--role NAME ...] [options] -- COMMAND [ARG ...]"
 
@@ -146,14 +156,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _kill_timeout(text: str) -> float:
     try:
         value = float(text)
     except ValueError as err:
         raise ValueError(f"invalid number of seconds {text!r}") from err
     # NaN fails every comparison, so `0 <= value` also rejects it.
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"must be 0 or more seconds, got {text}")
+    if not 0 <= value <= MAX_KILL_TIMEOUT:
+        raise ValueError(
+            f"must be 0 to {MAX_KILL_TIMEOUT:.0f} seconds (one day), got {text}"
+        )
     return value
 
 
@@ -187,7 +199,8 @@ OPTIONS = (
     _Option(
         ("--vault-addr",),
         "value",
-        "Vault or OpenBao address (default: $VAULT_ADDR, else $BAO_ADDR)",
+        "Vault or OpenBao address, http(s)://HOST:PORT without a path "
+        "(default: $VAULT_ADDR, else $BAO_ADDR)",
         metavar="URL",
     ),
     _Option(
@@ -213,9 +226,10 @@ OPTIONS = (
         ("--kill-timeout",),
         "value",
         "seconds between a forwarded SIGINT/SIGTERM/SIGHUP/SIGQUIT, or the "
-        "command's exit, and SIGKILL to its process group (default: 5)",
+        "command's exit, and SIGKILL to its process group, 0 to 86400 "
+        "(default: 5)",
         metavar="SECONDS",
-        convert=_non_negative_float,
+        convert=_kill_timeout,
     ),
     _Option(
         ("--json",),
@@ -274,8 +288,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         namespace=os.environ.get("VAULT_NAMESPACE", ""),
         tool=strings.get("tool"),
         on_behalf_of=strings.get("on_behalf_of"),
-        auth_mount=strings.get("auth_mount", "jwt").strip("/"),
-        mount=strings.get("mount", "agent-creds").strip("/"),
+        auth_mount=_mount_path("--auth-mount", strings.get("auth_mount", "jwt")),
+        mount=_mount_path("--mount", strings.get("mount", "agent-creds")),
         ttl=None if ttl is None else int(ttl),
         kill_timeout=float(parsed.numbers.get("kill_timeout", 5.0)),
         json="json" in parsed.flags,
@@ -413,12 +427,35 @@ def _vault_addr(option: object) -> str:
         raise UsageError("no Vault address: pass --vault-addr or set VAULT_ADDR")
     try:
         split_base_url(vault_addr)
+        check_origin_only(vault_addr)
     except ValueError as err:
         raise UsageError(
-            f"invalid Vault address {vault_addr!r} ({err}): expected "
+            f"invalid Vault address {hide_userinfo(vault_addr)!r} ({err}): expected "
             "http://HOST:PORT or https://HOST:PORT in --vault-addr or VAULT_ADDR"
         ) from err
     return vault_addr
+
+
+def _mount_path(option: str, value: str) -> str:
+    """Return `value` without its outer slashes; raise UsageError if it is invalid.
+
+    A path is one or more segments of letters, digits, `-`, `_` and `.`,
+    separated by single slashes, and no segment is `.` or `..`.
+    """
+    path = value.strip("/")
+    segments = path.split("/")
+    for segment in segments:
+        if (
+            not segment
+            or segment in (".", "..")
+            or not set(segment) <= MOUNT_CHARACTERS
+        ):
+            raise UsageError(
+                f"invalid {option} value {value!r}: give a Vault mount path of "
+                "ASCII letters, digits, '-', '_' and '.', with '/' between "
+                "segments, e.g. jwt or team/agent-creds"
+            )
+    return path
 
 
 def _usage_error(message: str) -> NoReturn:

@@ -62,6 +62,39 @@ def split_base_url(url: str) -> BaseUrl:
     return BaseUrl(scheme=scheme, host=host.lower(), port=port, netloc=host_port)
 
 
+def check_origin_only(url: str) -> None:
+    """Raise ValueError if `url` has user information, a path, a query or a fragment.
+
+    agent-exec sends every request to `/v1/...` on the host, so a path
+    prefix such as `/vault` would be dropped, and it never sends credentials
+    from the address. A lone `/` path is accepted.
+    """
+    rest = url.partition("://")[2]
+    netloc = rest
+    for end in "/?#":
+        netloc = netloc.partition(end)[0]
+    if "@" in netloc:
+        raise ValueError("user information in the address is not supported")
+    tail = rest[len(netloc) :]
+    if tail not in ("", "/"):
+        raise ValueError(
+            "a path, query or fragment after the port is not supported, "
+            "and a path prefix cannot be used"
+        )
+
+
+def hide_userinfo(url: str) -> str:
+    """Return `url` with any `user:password@` before the host replaced by `***@`."""
+    scheme, separator, rest = url.partition("://")
+    netloc = rest
+    for end in "/?#":
+        netloc = netloc.partition(end)[0]
+    if not separator or "@" not in netloc:
+        return url
+    host_port = netloc.rpartition("@")[2]
+    return f"{scheme}://***@{host_port}{rest[len(netloc) :]}"
+
+
 def quote(text: str, safe: str = "/") -> str:
     """Percent-encode `text` as UTF-8, as `urllib.parse.quote` does."""
     allowed = _ALWAYS_SAFE | frozenset(safe.encode("ascii"))
