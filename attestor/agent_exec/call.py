@@ -243,8 +243,9 @@ class Call:
         """Run a Vault step; record a denial as the call's policy decision.
 
         A terminating signal during the step waits until the step ends, which
-        the request's socket timeout bounds, and the caller raises it with
-        `_raise_pending_signal` once it has recorded what the step minted.
+        the request's socket timeout bounds. Signals stay deferred until the
+        caller has recorded what the step minted and calls
+        `_raise_pending_signal`.
         """
         self._defer_signals = True
         try:
@@ -253,8 +254,6 @@ class Call:
             self.record.decision = "denied"
             self.record.reason = str(err)
             raise
-        finally:
-            self._defer_signals = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._defer_signals:
@@ -264,6 +263,7 @@ class Call:
         raise InterruptedBySignalError(signum)
 
     def _raise_pending_signal(self) -> None:
+        self._defer_signals = False
         if self._pending_signal:
             raise InterruptedBySignalError(self._pending_signal)
 
