@@ -113,18 +113,23 @@ def test_tidy_drops_unleased_roles(mount: Mount, pg_cluster: Cluster) -> None:
     mount.revoke(kept.secret)
 
 
+def set_lapsed(cluster: Cluster, username: str) -> None:
+    """Move the user's VALID UNTIL far into the past, as the admin."""
+    with connect(cluster) as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(
+                psycopg.sql.Identifier(username)
+            )
+        )
+
+
 def test_tidy_drops_lapsed_roles(mount: Mount, pg_cluster: Cluster) -> None:
     """A user past its VALID UNTIL is dropped even while its record is live."""
     configure(mount, pg_cluster)
     add_role(mount)
     kept = mount.creds("demo-readonly", "dev")
     lapsed = mount.creds("demo-readonly", "dev")
-    with connect(pg_cluster) as conn:
-        conn.execute(
-            psycopg.sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(
-                psycopg.sql.Identifier(lapsed.data["username"])
-            )
-        )
+    set_lapsed(pg_cluster, lapsed.data["username"])
 
     response = mount.write("database/tidy")
 
@@ -143,12 +148,7 @@ def test_periodic_sweep_drops_only_lapsed(mount: Mount, pg_cluster: Cluster) -> 
     lapsed = mount.creds("demo-readonly", "dev")
     unleased = mount.creds("demo-readonly", "dev")
     mount.storage.delete(f"database/live/pg/{unleased.data['username']}")
-    with connect(pg_cluster) as conn:
-        conn.execute(
-            psycopg.sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(
-                psycopg.sql.Identifier(lapsed.data["username"])
-            )
-        )
+    set_lapsed(pg_cluster, lapsed.data["username"])
 
     mount.request(Operation.ROLLBACK, "")
 
