@@ -483,6 +483,7 @@ def test_call_path_imports_only_fast_modules() -> None:
         "attestor.agent_exec.env",
         "attestor.agent_exec.renew",
     ]
+
     script = (
         "import sys\n"
         "before = set(sys.modules)\n"
@@ -490,6 +491,7 @@ def test_call_path_imports_only_fast_modules() -> None:
         "    __import__(name)\n"
         "print(' '.join(sorted(set(sys.modules) - before)))\n"
     )
+
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-S", "-c", script],
@@ -499,6 +501,7 @@ def test_call_path_imports_only_fast_modules() -> None:
         check=True,
     )
     loaded = set(result.stdout.split())
+
     assert "attestor.agent_exec.call" in loaded
     slow = {"argparse", "base64", "collections", "contextlib", "ctypes", "enum"}
     slow |= {"functools", "json", "logging", "re", "selectors", "signal", "socket"}

@@ -151,12 +151,17 @@ class SlowLiveStorage(InMemoryStorage):
         super().put(key, value)
 
 
+def slow_mount(cluster: Cluster, storage: SlowLiveStorage) -> tuple[Mount, str]:
+    """Return a configured mount on `storage`, and the entity id of agent dev."""
+    mount = new_mount(storage=storage)
+    configure(mount, cluster)
+    add_role(mount)
+    return mount, mount.system.add_agent("dev")
+
+
 def test_revoke_waits_for_deferred_live_record(pg_cluster: Cluster) -> None:
     """The live record is written after the response, never after the revoke."""
-    mount = new_mount(storage=SlowLiveStorage())
-    configure(mount, pg_cluster)
-    add_role(mount)
-    entity_id = mount.system.add_agent("dev")
+    mount, entity_id = slow_mount(pg_cluster, SlowLiveStorage())
 
     response = mount.read("database/creds/demo-readonly", entity_id=entity_id)
     assert response is not None and response.secret is not None
@@ -190,11 +195,8 @@ def test_failed_wal_write_creates_nothing(pg_cluster: Cluster) -> None:
 
 
 def test_config_delete_waits_for_live_record(pg_cluster: Cluster) -> None:
-    """A delete right after a mint sees the user its record is still writing."""
-    mount = new_mount(storage=SlowLiveStorage())
-    configure(mount, pg_cluster)
-    add_role(mount)
-    entity_id = mount.system.add_agent("dev")
+    """A delete right after a mint counts the user whose record is being written."""
+    mount, entity_id = slow_mount(pg_cluster, SlowLiveStorage())
     response = mount.read("database/creds/demo-readonly", entity_id=entity_id)
     assert response is not None and response.secret is not None
 
@@ -210,10 +212,7 @@ def test_config_delete_waits_for_live_record(pg_cluster: Cluster) -> None:
 def test_config_delete_waits_for_mint(pg_cluster: Cluster) -> None:
     """A delete during a mint waits for it, then counts its user."""
     storage = SlowLiveStorage()
-    mount = new_mount(storage=storage)
-    configure(mount, pg_cluster)
-    add_role(mount)
-    entity_id = mount.system.add_agent("dev")
+    mount, entity_id = slow_mount(pg_cluster, storage)
     storage.slow_wal = True
 
     with ThreadPoolExecutor(1) as pool:

@@ -127,7 +127,7 @@ def test_tidy_drops_lapsed_roles(mount: Mount, pg_cluster: Cluster) -> None:
     """A user past its VALID UNTIL is dropped even while its record is live."""
     configure(mount, pg_cluster)
     add_role(mount)
-    kept = mount.creds("demo-readonly", "dev")
+    leased = mount.creds("demo-readonly", "dev")
     lapsed = mount.creds("demo-readonly", "dev")
     set_lapsed(pg_cluster, lapsed.data["username"])
 
@@ -135,10 +135,10 @@ def test_tidy_drops_lapsed_roles(mount: Mount, pg_cluster: Cluster) -> None:
 
     assert response is not None
     assert response.data["dropped"]["pg"] == [lapsed.data["username"]]
-    assert role_exists(pg_cluster, kept.data["username"])
+    assert role_exists(pg_cluster, leased.data["username"])
     assert not role_exists(pg_cluster, lapsed.data["username"])
-    assert kept.secret is not None
-    mount.revoke(kept.secret)
+    assert leased.secret is not None
+    mount.revoke(leased.secret)
 
 
 def test_periodic_sweep_drops_only_lapsed(mount: Mount, pg_cluster: Cluster) -> None:

@@ -124,8 +124,8 @@ class _CredsHandler:
             conninfo=config.conninfo(),
         )
         with self.backend.minting(mint.db_name):
-            # A delete of the config that finished since the check above
-            # dropped it from the storage cache, so this read sees it.
+            # A config delete that finished after the check above also
+            # dropped the config from the storage cache, so this read fails.
             require_config(request.storage, mint.db_name)
             return self._mint(request, mint)
 

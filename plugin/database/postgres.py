@@ -37,9 +37,9 @@ DEFAULT_ROTATE_ROOT = "ALTER ROLE {{name}} WITH PASSWORD {{password}}"
 _TERMINATE_WAIT_MS = 5000
 # Runs of one transaction when concurrent catalog updates keep failing it.
 # The loser of a conflict fails only once the winner commits, so each round
-# has a winner. With up to 10 concurrent mints on one object, every mint
-# should get through. With 5 runs, about 1 in 12 runs of the 8-thread test
-# failed.
+# has a winner, and 10 runs cover up to 10 concurrent mints on one object (an
+# estimate: new mints may join later rounds). With 5 runs, about 1 in 12 runs
+# of the 8-thread test failed.
 _CONFLICT_ATTEMPTS = 10
 
 
