@@ -49,7 +49,7 @@ selectors = ["uid:{uid1}", "script_path:{directory}/helper.py"]
 [[agent]]
 name = "short"
 selectors = ["uid:{uid1}", "script_path:{directory}/short.py"]
-ttl = 1
+ttl = 5
 
 [[agent]]
 name = "agent2"
