@@ -51,7 +51,17 @@ def main() -> None:
         folder = Path(name)
         folder.chmod(0o755)  # PostgreSQL's service user must reach its data
         auth = args.password_authentication
-        with running_servers(folder, auth, args.plugin, args.baseline) as servers:
+        extra = {}
+        if args.plugin_scram_iterations:
+            extra = {
+                "password_authentication": "scram-sha-256",
+                "scram_iterations": args.plugin_scram_iterations,
+            }
+        print(f"connection: password_authentication={auth} for every engine", end="")
+        print(f", but {extra} for agent-bridge" if extra else "")
+        with running_servers(
+            folder, auth, args.plugin, args.baseline, extra
+        ) as servers:
             _run(servers, args)
 
 
@@ -67,6 +77,13 @@ def _parse_args() -> argparse.Namespace:
         choices=("password", "scram-sha-256"),
         default="password",
         help="how both engines send generated passwords (default password)",
+    )
+    add(
+        "--plugin-scram-iterations",
+        type=int,
+        metavar="N",
+        help="give the agent-bridge engine alone password_authentication="
+        "scram-sha-256 and scram_iterations=N (default: the common settings)",
     )
     add("--plugin", type=Path, help="a built plugin file (default: build one)")
     add("--baseline", type=Path, help="another built plugin file to compare")

@@ -83,6 +83,7 @@ def running_servers(
     password_authentication: str,
     plugin_file: Path | None = None,
     baseline_file: Path | None = None,
+    plugin_connection: dict[str, Any] | None = None,
 ) -> Iterator[Servers]:
     """Start PostgreSQL and OpenBao in `folder`, configure the engines.
 
@@ -90,6 +91,8 @@ def running_servers(
     same for every engine: `password` or `scram-sha-256`. `plugin_file` is a
     built plugin to measure; by default one is built from this checkout.
     `baseline_file`, another build, becomes the engine `baseline`.
+    `plugin_connection` holds connection fields that only the engine
+    `agent-bridge` gets, over the common ones.
     """
     files = {"agent-bridge": plugin_file or _build_plugin(folder / "build")}
     if baseline_file is not None:
@@ -101,7 +104,14 @@ def running_servers(
         root = VaultHttp(bao.addr, bao.root_token)
         _register(root, files, bao.plugin_dir, folder / "shiv")
         accessor, agent_token = _agent_login(root)
-        paths = _configure(root, pg, password_authentication, list(files), accessor)
+        paths = _configure(
+            root,
+            pg,
+            password_authentication,
+            list(files),
+            accessor,
+            plugin_connection=plugin_connection or {},
+        )
         root.close()
         yield Servers(
             bao.addr, bao.root_token, agent_token, paths, bao.pid, pg.conninfo()
@@ -151,6 +161,8 @@ def _configure(
     password_authentication: str,
     plugin_engines: list[str],
     jwt_accessor: str,
+    *,
+    plugin_connection: dict[str, Any],
 ) -> dict[str, str]:
     """Configure the same connection and role on every engine; return creds paths."""
     root.call("POST", "sys/mounts/builtin", {"type": "database", "config": MOUNT_TTLS})
@@ -174,8 +186,9 @@ def _configure(
             "POST", f"{mount}/config/identity", {"jwt_mount_accessor": jwt_accessor}
         )
         backends[engine] = f"{mount}/database"
-    for backend in backends.values():
-        root.call("POST", f"{backend}/config/pg", connection)
+    for engine, backend in backends.items():
+        extra = plugin_connection if engine == "agent-bridge" else {}
+        root.call("POST", f"{backend}/config/pg", {**connection, **extra})
         root.call("POST", f"{backend}/roles/{ROLE}", role)
     for engine in plugin_engines:
         agents = {"allowed_agents": AGENT}

@@ -336,6 +336,50 @@ def test_closing_braces_are_template_text(mount: Mount, pg_cluster: Cluster) -> 
     mount.revoke(response.secret)
 
 
+SCRAM = {"password_authentication": "scram-sha-256"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"scram_iterations": 1}, "scram_iterations 1 needs password_authentication"),
+        ({**SCRAM, "scram_iterations": -1}, "invalid scram_iterations -1: expected 1"),
+        ({**SCRAM, "scram_iterations": 2**31}, "invalid scram_iterations 2147483648"),
+        (
+            {**SCRAM, "scram_iterations": 1000, "password_policy": "short"},
+            "scram_iterations 1000 is below 4096 with password_policy 'short'",
+        ),
+    ],
+)
+def test_unusable_scram_iterations_rejected(
+    mount: Mount, pg_cluster: Cluster, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(BadRequestError, match=message):
+        configure(mount, pg_cluster, **fields)
+
+    assert mount.read("database/config/pg") is None
+
+
+def test_scram_iterations_reset_to_default(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster, **SCRAM, scram_iterations=1)
+    assert config_details(mount)["scram_iterations"] == 1
+    with pytest.raises(BadRequestError, match="needs password_authentication"):
+        mount.request(
+            Operation.UPDATE,
+            "database/config/pg",
+            {"password_authentication": "password"},
+        )
+
+    # JSON null, like 0, means the default, as for Vault's integer fields.
+    mount.request(Operation.UPDATE, "database/config/pg", {"scram_iterations": None})
+
+    assert config_details(mount)["scram_iterations"] == 4096
+    mount.request(
+        Operation.UPDATE, "database/config/pg", {"password_authentication": "password"}
+    )
+    assert config_details(mount)["password_authentication"] == "password"
+
+
 @pytest.mark.parametrize("value", [None, ""])
 def test_empty_password_authentication_is_password(
     mount: Mount, pg_cluster: Cluster, value: str | None

@@ -160,6 +160,31 @@ def test_scram_verifier_login_works(mount: Mount, pg_cluster: Cluster) -> None:
     mount.revoke(response.secret)
 
 
+def test_one_round_scram_verifier_login_works(
+    mount: Mount, pg_cluster: Cluster
+) -> None:
+    configure(
+        mount, pg_cluster, password_authentication="scram-sha-256", scram_iterations=1
+    )
+    add_role(mount)
+
+    response = mount.creds("demo-readonly", "dev")
+    with connect(pg_cluster) as conn:
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+            (response.data["username"],),
+        ).fetchone()
+    assert row is not None and row[0].startswith("SCRAM-SHA-256$1:")
+    with login(pg_cluster, response.data) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (
+            response.data["username"],
+        )
+    with pytest.raises(psycopg.OperationalError, match="password authentication"):
+        login(pg_cluster, {**response.data, "password": "wrong"}).close()
+    assert response.secret is not None
+    mount.revoke(response.secret)
+
+
 # Passwords a password policy with a non-ASCII charset may produce, and the
 # text SASLprep turns each into before SCRAM hashes it.
 UNICODE_PASSWORDS = [

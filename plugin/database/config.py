@@ -16,6 +16,8 @@ PASSWORD_AUTHENTICATIONS = ("password", "scram-sha-256")
 CONFIG_PREFIX = "database/config/"
 DEFAULT_PORT = 5432
 DEFAULT_MAX_OPEN_CONNECTIONS = 4
+# PostgreSQL's and Vault's iteration count for SCRAM-SHA-256 verifiers.
+DEFAULT_SCRAM_ITERATIONS = 4096
 # Connection-string keys that must come from the config's own fields.
 _RESERVED_PARAMS = ("password", "passfile", "sslpassword")
 
@@ -43,6 +45,7 @@ class DatabaseConfig:
     tls_certificate: str = ""
     private_key: str = ""
     owner_role: str = ""
+    scram_iterations: int = DEFAULT_SCRAM_ITERATIONS
 
     def connection_details(self) -> dict[str, Any]:
         """Return the readable part of the config, as Vault's read shows it."""
@@ -58,6 +61,7 @@ class DatabaseConfig:
             "tls_ca": self.tls_ca,
             "tls_certificate": self.tls_certificate,
             "owner_role": self.owner_role,
+            "scram_iterations": self.scram_iterations,
         }
         return details
 

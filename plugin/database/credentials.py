@@ -16,7 +16,7 @@ import secrets
 import string
 from dataclasses import dataclass
 
-from plugin.database.config import DatabaseConfig
+from plugin.database.config import DEFAULT_SCRAM_ITERATIONS, DatabaseConfig
 from plugin.framework.templates import expand_template
 from plugin.logical import SystemView
 
@@ -27,7 +27,6 @@ PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_."
 _BYTE_LIMIT = 256 - 256 % len(PASSWORD_ALPHABET)
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
 _UNSAFE_NAME_CHARS = re.compile(r"[^a-z0-9_-]")
-SCRAM_ITERATIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -123,16 +122,22 @@ def _random_text(length: int) -> str:
     return "".join(chosen[:length])
 
 
-def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
+def scram_sha256_verifier(
+    password: str,
+    *,
+    iterations: int = DEFAULT_SCRAM_ITERATIONS,
+    salt: bytes | None = None,
+) -> str:
     """Return PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5802, 7677).
 
     PostgreSQL stores a `PASSWORD` value in this format as given, so the
     plaintext never reaches the server. The password is prepared with
-    `saslprep()` first, as libpq prepares it at login.
+    `saslprep()` first, as libpq prepares it at login. `iterations` is the
+    PBKDF2 round count, which clients repeat at each login.
     """
     salt = salt if salt is not None else secrets.token_bytes(16)
     prepared = saslprep(password).encode()
-    salted = hashlib.pbkdf2_hmac("sha256", prepared, salt, SCRAM_ITERATIONS)
+    salted = hashlib.pbkdf2_hmac("sha256", prepared, salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
@@ -140,10 +145,7 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     def b64(raw: bytes) -> str:
         return base64.b64encode(raw).decode()
 
-    return (
-        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}"
-        f"${b64(stored_key)}:{b64(server_key)}"
-    )
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 def saslprep(password: str) -> str:

@@ -7,6 +7,7 @@ import logging
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import (
     DEFAULT_MAX_OPEN_CONNECTIONS,
+    DEFAULT_SCRAM_ITERATIONS,
     PASSWORD_AUTHENTICATIONS,
     SUPPORTED_PLUGINS,
     DatabaseConfig,
@@ -37,6 +38,8 @@ from plugin.logical import (
 
 logger = logging.getLogger(__name__)
 
+# PostgreSQL reads the round count of a verifier into a C int.
+MAX_SCRAM_ITERATIONS = 2**31 - 1
 # rotate-root substitutes the admin user and its new password.
 ROOT_ROTATION_PLACEHOLDERS = ("name", "username", "password")
 
@@ -92,6 +95,14 @@ CONFIG_FIELDS = {
         "password sends generated passwords as text, scram-sha-256 sends only "
         "their SCRAM verifier; default password.",
         default="password",
+    ),
+    "scram_iterations": Field(
+        INT,
+        "PBKDF2 rounds of the SCRAM verifiers of new users' passwords with "
+        "password_authentication=scram-sha-256 (extension); 1 suffices for the "
+        "plugin's own 32-character passwords, and skips PostgreSQL's hashing "
+        "at CREATE ROLE; 0 means the default; default 4096.",
+        default=DEFAULT_SCRAM_ITERATIONS,
     ),
     "username_template": Field(
         S, "Template of generated user names; default v-AGENT-ROLE-RANDOM."
@@ -293,6 +304,8 @@ def merge_config(stored: DatabaseConfig | None, data: FieldData) -> DatabaseConf
     if not config.password_authentication:
         # Vault's PostgreSQL plugin reads an empty value, or a null, as password.
         config.password_authentication = "password"  # noqa: S105 (a method name)
+    if config.scram_iterations == 0:
+        config.scram_iterations = DEFAULT_SCRAM_ITERATIONS
     return config
 
 
@@ -308,6 +321,7 @@ def validate_config(config: DatabaseConfig) -> None:
             f"invalid password_authentication {config.password_authentication!r}: "
             f"expected one of {', '.join(PASSWORD_AUTHENTICATIONS)}"
         )
+    _check_scram_iterations(config)
     _check_pool_limits(config)
     if not config.connection_url:
         raise InvalidConfigError("missing connection_url: give a PostgreSQL URL")
@@ -327,6 +341,39 @@ def validate_config(config: DatabaseConfig) -> None:
             "they can use {{name}}, {{username}} and {{password}}"
         )
     check_tls_fields(config)
+
+
+def _check_scram_iterations(config: DatabaseConfig) -> None:
+    """Raise InvalidConfigError for a scram_iterations the plugin would not use.
+
+    Fewer rounds are safe only for passwords too random to guess: the
+    plugin's own are 32 characters of 65 (192 bits), so each extra round
+    would only slow the CREATE ROLE and every login. A password policy's
+    strength is unknown here, so it keeps at least the default.
+    """
+    iterations = config.scram_iterations
+    if not 1 <= iterations <= MAX_SCRAM_ITERATIONS:
+        raise InvalidConfigError(
+            f"invalid scram_iterations {iterations}: expected 1 to "
+            f"{MAX_SCRAM_ITERATIONS}, or 0 for {DEFAULT_SCRAM_ITERATIONS}"
+        )
+    if iterations == DEFAULT_SCRAM_ITERATIONS:
+        return
+    if not config.sends_verifier():
+        raise InvalidConfigError(
+            f"scram_iterations {iterations} needs password_authentication="
+            "scram-sha-256: with password, PostgreSQL hashes the password "
+            f"itself; set password_authentication=scram-sha-256 or "
+            f"scram_iterations={DEFAULT_SCRAM_ITERATIONS}"
+        )
+    if config.password_policy and iterations < DEFAULT_SCRAM_ITERATIONS:
+        raise InvalidConfigError(
+            f"scram_iterations {iterations} is below {DEFAULT_SCRAM_ITERATIONS} "
+            f"with password_policy {config.password_policy!r}, whose passwords "
+            "may be guessable; remove the policy to use the plugin's 192-bit "
+            f"passwords, or set scram_iterations={DEFAULT_SCRAM_ITERATIONS} "
+            "or more"
+        )
 
 
 def _check_pool_limits(config: DatabaseConfig) -> None:
