@@ -152,6 +152,21 @@ def test_plan_allowed_agents_follow_agent_roles() -> None:
     assert endpoint.attrs.get("disable_delete") is True
 
 
+def test_plan_connection_sends_verifiers() -> None:
+    plan = planned()
+    connection = plan["vault_database_secret_backend_connection.postgres"]
+    block = connection.attrs.block("postgresql")
+    assert block is not None
+    assert block.get("password_authentication") == "scram-sha-256"
+    scram = plan["vault_generic_endpoint.connection_scram"]
+    assert scram.attrs.get("path") == "agent-creds/database/config/postgres"
+    assert json.loads(scram.attrs.get("data_json")) == {"scram_iterations": 1}
+    assert scram.attrs.get("disable_delete") is True
+    postgres = {**variables()["postgres"], "scram_iterations": 4096}
+    chosen = planned(postgres=postgres)["vault_generic_endpoint.connection_scram"]
+    assert json.loads(chosen.attrs.get("data_json")) == {"scram_iterations": 4096}
+
+
 def test_plan_leaves_accessor_unknown() -> None:
     identity = planned()["vault_generic_endpoint.identity_config"]
     assert identity.attrs.get("data_json") is UNKNOWN

@@ -166,6 +166,8 @@ def test_apply_database_connection_and_role(stack: Stack, pg_cluster: Cluster) -
     assert details["username"] == variables["postgres"]["username"]
     assert f"127.0.0.1:{pg_cluster.port}/postgres" in details["connection_url"]
     assert "password" not in details
+    assert details["password_authentication"] == "scram-sha-256"
+    assert details["scram_iterations"] == 1
     role = vault.read("agent-creds/database/roles/demo-readonly")
     assert role is not None
     assert role["data"]["db_name"] == "postgres"

@@ -20,6 +20,25 @@ resource "vault_database_secret_backend_connection" "postgres" {
     username             = var.postgres.username
     password             = var.postgres_password
     max_open_connections = var.postgres.max_open_connections
+    # The password never reaches the server, only its verifier.
+    password_authentication = "scram-sha-256"
+  }
+}
+
+# The typed connection resource cannot send scram_iterations, a field the
+# plugin adds to Vault's API. The plugin merges a config update with the
+# stored config, so this second write on the same path sets only that field.
+# It runs again whenever the typed connection changes.
+resource "vault_generic_endpoint" "connection_scram" {
+  path                 = "${local.database_backend}/config/${var.postgres.connection_name}"
+  data_json            = jsonencode({ scram_iterations = var.postgres.scram_iterations })
+  ignore_absent_fields = true
+  disable_delete       = true
+
+  depends_on = [vault_database_secret_backend_connection.postgres]
+
+  lifecycle {
+    replace_triggered_by = [vault_database_secret_backend_connection.postgres]
   }
 }
 
