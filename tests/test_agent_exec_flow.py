@@ -269,6 +269,43 @@ def test_revocation_failure_wins(fakes: Fakes) -> None:
     assert "exit status was 3" in result.stderr
 
 
+def test_revocation_failure_printed_once(fakes: Fakes) -> None:
+    fakes.vault.failing_revokes.add("*")
+    result = fakes.run("--json", "--role", "demo-readonly", "--", "sh", "-c", "exit 3")
+    assert result.returncode == 125
+    *messages, record_line = result.stderr.strip().splitlines()
+    record = json.loads(record_line)
+    assert record["exit_code"] == 125
+    assert record["child"]["exit_code"] == 3
+    lease_id = record["lease_ids"][0]
+    failures = [line for line in messages if lease_id in line]
+    assert len(failures) == 1, result.stderr
+    assert "the database is unreachable" in failures[0]
+    assert "vault lease revoke" in failures[0]
+    assert sum("exiting with 125" in line for line in messages) == 1
+
+
+def test_watchdog_names_failed_lease(fakes: Fakes) -> None:
+    fakes.vault.failing_revokes.add("*")
+    script = "echo ready; exec sleep 30"
+    with fakes.start("--role", "demo-readonly", "--", "sh", "-c", script) as proc:
+        assert proc.stdout is not None
+        # The command runs only after agent-exec sent the lease id to the watchdog.
+        assert proc.stdout.readline() == "ready\n"
+        lease_id = fakes.vault.live_leases()[0]
+        proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        # The watchdog keeps agent-exec's stderr open until it has reported.
+        messages = proc.stderr.read().splitlines()
+    assert [line for line in messages if lease_id in line] == [
+        line for line in messages if line.startswith("agent-exec watchdog:")
+    ]
+    assert len(messages) == 1, messages
+    assert "FAILED to revoke" in messages[0]
+    assert "the database is unreachable" in messages[0]
+
+
 def test_sigkill_of_agent_exec_revokes(fakes: Fakes) -> None:
     script = "sleep 60 & echo $!; wait"
     with fakes.start("--role", "demo-readonly", "--", "sh", "-c", script) as proc:

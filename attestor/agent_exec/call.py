@@ -463,7 +463,8 @@ def _print_revocation_failure(report: RevocationReport, command_code: int) -> No
     for lease_id, error in report.failed.items():
         print(
             f"agent-exec: revocation of lease {lease_id} failed: {error}; the "
-            "credential stays valid until its lease expires",
+            "credential stays valid until the lease expires, unless an operator "
+            "revokes the lease first with 'vault lease revoke'",
             file=sys.stderr,
         )
     if not report.token_revoked:

@@ -11,15 +11,12 @@ ends at its lease's expiry, which Vault enforces and retries on its own.
 from __future__ import annotations
 
 from attestor.agent_exec.errors import ExecError
-from attestor.agent_exec.logs import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from attestor.agent_exec.vault import VaultClient
-
-log = get_logger(__name__)
 
 
 class RevocationReport:
@@ -53,15 +50,16 @@ def revoke_call(
 ) -> RevocationReport:
     """Revoke every lease, then the token; never raises on a Vault error.
 
-    `meanwhile` runs while Vault handles the first request, unless that
-    request cannot be sent.
+    Failures go into the report and are not logged, because the caller
+    prints each one once, with what it means for the credential. `meanwhile`
+    runs while Vault handles the first request, unless that request cannot
+    be sent.
     """
     report = RevocationReport()
     for lease_id in lease_ids:
         error = _revoke_lease(vault, lease_id, meanwhile)
         meanwhile = None
         if error:
-            log.warning("revocation failed lease_id=%s error=%s", lease_id, error)
             report.failed[lease_id] = error
         else:
             report.revoked.append(lease_id)
@@ -70,7 +68,6 @@ def revoke_call(
         vault.revoke_self(meanwhile=meanwhile)
         report.token_revoked = True
     except ExecError as err:
-        log.warning("token revocation failed error=%s", err)
         report.token_error = str(err)
     return report
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import NoReturn
 
+    from attestor.agent_exec.revoke import RevocationReport
     from attestor.agent_exec.vault import VaultClient
 
 log = get_logger(__name__)
@@ -175,17 +176,29 @@ def _clean_up(vault: VaultClient, pgid: int, leases: list[str]) -> int:
         if report.token_revoked or time.monotonic() > deadline:
             break
         time.sleep(1.0)
-    _report(pgid, report.ok)
+    _report(pgid, report)
     return 0 if report.ok else 1
 
 
-def _report(pgid: int, ok: bool) -> None:
+def _report(pgid: int, report: RevocationReport) -> None:
+    """Print one line on stderr, naming each lease or token that is still valid."""
     killed = f"killed process group {pgid}, " if pgid else ""
-    outcome = "revoked" if ok else "FAILED to revoke"
+    if report.ok:
+        outcome = "revoked the call's credentials"
+    else:
+        failures = [
+            f"lease {lease_id}: {error}" for lease_id, error in report.failed.items()
+        ]
+        if not report.token_revoked:
+            failures.append(f"the token: {report.token_error}")
+        outcome = (
+            f"FAILED to revoke the call's credentials ({'; '.join(failures)}); "
+            "each stays valid until its lease or TTL ends"
+        )
+    message = f"agent-exec ended without cleaning up; {killed}{outcome}"
     with suppress(OSError):
         print(
-            f"agent-exec watchdog: agent-exec ended without cleaning up; {killed}"
-            f"{outcome} the call's credentials",
+            f"agent-exec watchdog: {message}",
             file=sys.stderr,
             flush=True,
         )
