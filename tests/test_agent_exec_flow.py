@@ -237,12 +237,39 @@ def test_ambiguous_role_asks_for_prefix(fakes: Fakes) -> None:
     assert fakes.vault.minted() == []
 
 
-def test_two_database_roles_rejected(fakes: Fakes) -> None:
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ["demo-readonly", "second"],
+        ["database/demo-readonly", "demo-readonly", "database/second"],
+    ],
+)
+def test_two_database_roles_rejected(fakes: Fakes, roles: list[str]) -> None:
     fakes.vault.readable.add("database/creds/second")
-    result = fakes.run("--role", "demo-readonly", "--role", "second", "--", "true")
+    options = [option for role in roles for option in ("--role", role)]
+    result = fakes.run(*options, "--", "true")
     assert result.returncode == 64
     assert "both database roles" in result.stderr
     assert fakes.vault.minted() == []
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ["database/demo-readonly", "demo-readonly"],
+        ["demo-readonly", "database/demo-readonly", "demo-readonly"],
+    ],
+)
+def test_same_role_twice_read_once(fakes: Fakes, roles: list[str]) -> None:
+    options = [option for role in roles for option in ("--role", role)]
+    result = fakes.run("--json", *options, "--", "sh", "-c", "echo $PGUSER")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "v-dev-1\n"
+    assert fakes.vault.minted() == [f"agent-creds/{DB_ROLE}"]
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["roles"] == ["database/demo-readonly"]
+    assert len(record["lease_ids"]) == 1
+    assert_all_revoked(fakes)
 
 
 def test_attestor_rejection_is_denied(fakes: Fakes) -> None:

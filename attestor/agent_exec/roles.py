@@ -28,7 +28,7 @@ NAME_CHARACTERS = frozenset(
 class RoleSpec:
     """A `--role` value; `kind` is empty unless the value named the engine.
 
-    Equal values are one role, so `--role x --role x` reads `x` once.
+    Equal values are one role, so `--role x --role x` checks `x` once.
     """
 
     __slots__ = ("kind", "name")
@@ -90,7 +90,10 @@ def resolve_roles(
 ) -> list[Role]:
     """Find each role's engine and check the token may read every creds path.
 
-    `meanwhile` runs while Vault looks up the capabilities.
+    Values that resolve to the same creds path, such as `database/x` and a
+    bare `x` readable only on the database path, are one role, kept at the
+    first value's position. `meanwhile` runs while Vault looks up the
+    capabilities.
     """
     candidates = {
         spec: [creds_path(mount, kind, spec.name) for kind in _kinds(spec)]
@@ -99,7 +102,11 @@ def resolve_roles(
     capabilities = vault.capabilities(
         sorted({p for ps in candidates.values() for p in ps}), meanwhile=meanwhile
     )
-    roles = [_pick(spec, paths, capabilities) for spec, paths in candidates.items()]
+    by_path: dict[str, Role] = {}
+    for spec, paths in candidates.items():
+        role = _pick(spec, paths, capabilities)
+        by_path.setdefault(role.path, role)
+    roles = list(by_path.values())
     _check_one_per_kind(roles)
     return roles
 
