@@ -315,6 +315,26 @@ def test_audit_record_matches_vault(stack: Any) -> None:
     assert record["call_id"] in audit_log.read_text()
 
 
+def test_lease_lookup_logged_as_confirmation(stack: Any) -> None:
+    result = run_exec(stack, "-vv", "--json", "--role", "demo-readonly", "--", "true")
+    assert result.returncode == 0, result.stderr
+    record = audit_record(result)
+    lease_id = record["lease_ids"][0]
+    assert "sys/leases/lookup returned 400" not in result.stderr
+    assert f"lease {lease_id} is gone" in result.stderr
+    assert "invalid lease" in result.stderr
+    # The lookup is still sent, with the call's token, after the revoke.
+    audit_log = Path(stack.state_dir) / "openbao" / "audit.log"
+    lookups = [
+        entry
+        for entry in map(json.loads, audit_log.read_text().splitlines())
+        if entry["type"] == "response"
+        and entry["request"]["path"] == "sys/leases/lookup"
+        and entry.get("auth", {}).get("accessor") == record["token_accessor"]
+    ]
+    assert len(lookups) == 1
+
+
 def test_assertion_limits_match_attestor(stack: Any) -> None:
     # agent-exec rejects what the attestor would reject, so the longest value
     # it accepts, here in non-ASCII characters, the attestor accepts too.

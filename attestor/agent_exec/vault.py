@@ -188,12 +188,23 @@ class VaultClient:
         self._call("PUT", f"sys/leases/revoke/{lease_id}", {"sync": True}, meanwhile)
 
     def lease_exists(self, lease_id: str) -> bool:
-        try:
-            self._call("PUT", "sys/leases/lookup", {"lease_id": lease_id})
-        except VaultRequestError as err:
-            if err.status == 400:  # "invalid lease": revoked or expired
-                return False
-            raise
+        """Look the lease up; a 400 means that Vault no longer tracks it.
+
+        After a revoke, the 400 ("invalid lease": revoked or expired) is the
+        expected response, so it is logged as the confirmation, not as a
+        rejected request.
+        """
+        method, path = "PUT", "sys/leases/lookup"
+        response = self._exchange(method, path, {"lease_id": lease_id})
+        if response.status == 400:
+            body = _load(method, path, response.status, response.body)
+            log.debug(
+                "lease %s is gone, as expected: Vault's lookup returned 400 (%s)",
+                lease_id,
+                _error_detail(response.status, body),
+            )
+            return False
+        _decode(method, path, response.status, response.body)
         return True
 
     def revoke_self(self, *, meanwhile: Callable[[], None] | None = None) -> None:
@@ -207,6 +218,17 @@ class VaultClient:
         payload: dict[str, Any] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> Any:
+        response = self._exchange(method, path, payload, meanwhile)
+        return _decode(method, path, response.status, response.body)
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> HttpResponse:
+        """Send a request, following redirects; return the final response."""
         headers = {"X-Vault-Request": "true", "Accept": "application/json"}
         if self.token:
             headers["X-Vault-Token"] = self.token
@@ -222,7 +244,7 @@ class VaultClient:
             response = self._send(method, target, headers, body, meanwhile)
             meanwhile = None
             if response.status not in REDIRECTS or not response.location:
-                return _decode(method, path, response.status, response.body)
+                return response
             target = self._follow(response.location)
         raise UnavailableError(
             f"Vault redirected {method} {path} more than {MAX_REDIRECTS} times"
@@ -276,19 +298,29 @@ def _is_multierror_head(line: str) -> bool:
     return count.isdigit() and rest in ("error occurred:", "errors occurred:")
 
 
-def _decode(method: str, path: str, status: int, raw: bytes) -> Any:
-    path = path.split("?", 1)[0]
+def _load(method: str, path: str, status: int, raw: bytes) -> Any:
+    """Parse a response body; an empty body is an empty object."""
     try:
-        body = loads(raw) if raw else {}
+        return loads(raw) if raw else {}
     except ValueError as err:
         raise UnavailableError(
             f"Vault's response to {method} {path} is not JSON (status {status})"
         ) from err
+
+
+def _error_detail(status: int, body: Any) -> str:
+    """Join the `errors` of an error response, or name its status."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return "; ".join(_tidy(e) for e in errors) if errors else f"status {status}"
+
+
+def _decode(method: str, path: str, status: int, raw: bytes) -> Any:
+    path = path.split("?", 1)[0]
+    body = _load(method, path, status, raw)
     if status < 400:
         return body if isinstance(body, dict) else {}
 
-    errors = body.get("errors") if isinstance(body, dict) else None
-    detail = "; ".join(_tidy(e) for e in errors) if errors else f"status {status}"
+    detail = _error_detail(status, body)
     log.debug("vault %s %s returned %d: %s", method, path, status, detail)
     if status >= 500 or status == 429:
         raise UnavailableError(f"Vault failed {method} {path}: {detail}")
