@@ -74,7 +74,9 @@ def identify_caller(request: Request, system: SystemView) -> Caller:
     if not aliases:
         raise CallerDeniedError(
             f"entity {request.entity_id} has no alias on the JWT auth mount "
-            f"{accessor}: log in as an agent through the attestor"
+            f"{accessor}: log in as an agent through the attestor; if the token "
+            "came from such a login, an operator must check that "
+            "config/identity names that mount (`bao auth list` shows accessors)"
         )
     alias = aliases[0]
     return Caller(alias.name, entity.id, dict(alias.metadata))

@@ -123,6 +123,10 @@ def test_alias_on_other_mount_denied(mount: Mount, pg_cluster: Cluster) -> None:
 
     with pytest.raises(PermissionDeniedError, match="no alias on the JWT auth mount"):
         mount.read("database/creds/demo-readonly", entity_id=entity_id)
+    # The same denial follows a config/identity that names another mount.
+    mount.write("config/identity", jwt_mount_accessor="auth_jwt_00000000")
+    with pytest.raises(PermissionDeniedError, match="config/identity names that"):
+        mount.creds("demo-readonly", "dev")
 
 
 def test_nasty_admin_password_works(mount: Mount, pg_cluster: Cluster) -> None:
