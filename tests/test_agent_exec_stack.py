@@ -85,12 +85,12 @@ def start_exec(stack: Any, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def live_leases(admin: hvac.Client) -> list[str]:
+def live_leases(admin: hvac.Client, prefix: str = CREDS_PREFIX) -> list[str]:
     try:
-        listing = admin.adapter.request("LIST", f"v1/sys/leases/lookup/{CREDS_PREFIX}")
+        listing = admin.adapter.request("LIST", f"v1/sys/leases/lookup/{prefix}")
     except hvac.exceptions.InvalidPath:
         return []
-    return [CREDS_PREFIX + key for key in listing["data"]["keys"]]
+    return [prefix + key for key in listing["data"]["keys"]]
 
 
 def role_exists(pg: psycopg.Connection[Any], name: str) -> bool:
@@ -388,15 +388,18 @@ def test_renewal_outlives_short_ttls(stack: Any, admin: hvac.Client) -> None:
 
 
 class CredsDelayProxy(BaseHTTPRequestHandler):
-    """Forward requests to Vault, holding each creds response for `delay` seconds.
+    """Forward requests to Vault, holding some responses for `delay` seconds.
 
-    The creds request reaches Vault at once, so the plugin creates the user
-    before the proxy's hold begins; `creds_sent_upstream` is set then.
+    The responses held are those whose path contains `held_path`, by default
+    every creds response. The creds request reaches Vault at once, so the
+    plugin creates the user before the proxy's hold begins;
+    `creds_sent_upstream` is set then.
     """
 
     protocol_version = "HTTP/1.1"
     upstream = ""
     address = ""
+    held_path = "/creds/"
     delay = 1.0
     creds_sent_upstream = threading.Event()
 
@@ -416,7 +419,7 @@ class CredsDelayProxy(BaseHTTPRequestHandler):
         response = upstream.getresponse()
         data = response.read()
         upstream.close()
-        if "/creds/" in self.path:
+        if self.held_path in self.path:
             type(self).creds_sent_upstream.set()
             time.sleep(self.delay)
         self.send_response(response.status)
@@ -436,10 +439,14 @@ class CredsDelayProxy(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def creds_delay_proxy(vault_addr: str) -> Iterator[type[CredsDelayProxy]]:
+def creds_delay_proxy(
+    vault_addr: str, held_path: str = "/creds/"
+) -> Iterator[type[CredsDelayProxy]]:
     class Handler(CredsDelayProxy):
         upstream = urlsplit(vault_addr).netloc
         creds_sent_upstream = threading.Event()
+
+    Handler.held_path = held_path
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -459,27 +466,87 @@ def database_users(pg: psycopg.Connection[Any]) -> set[str]:
     return {row[0] for row in rows.fetchall()}
 
 
+def signal_while_held(
+    stack: Any, proxy: type[CredsDelayProxy], args: list[str], signum: int
+) -> tuple[int, str]:
+    """Run agent-exec through `proxy` and send `signum` while it delays a response.
+
+    Return agent-exec's exit code and stderr.
+    """
+    with subprocess.Popen(
+        [AGENT_EXEC, *args],
+        env=agent_env(stack, VAULT_ADDR=proxy.address),
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proxy.creds_sent_upstream.wait(timeout=30)
+        proc.send_signal(signum)
+        code = proc.wait(timeout=60)
+        assert proc.stderr is not None
+        return code, proc.stderr.read()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_during_creds_read_revokes(
     stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any], signum: int
 ) -> None:
     users_before = database_users(pg)
     leases_before = live_leases(admin)
+    args = ["--json", "--role", "demo-readonly", "--", "true"]
     with creds_delay_proxy(stack.vault_addr) as proxy:
-        env = agent_env(stack, VAULT_ADDR=proxy.address)
-        with subprocess.Popen(
-            [AGENT_EXEC, "--json", "--role", "demo-readonly", "--", "true"],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as proc:
-            assert proxy.creds_sent_upstream.wait(timeout=30)
-            proc.send_signal(signum)
-            assert proc.wait(timeout=60) == 128 + signum
-            assert proc.stderr is not None
-            stderr = proc.stderr.read()
+        code, stderr = signal_while_held(stack, proxy, args, signum)
+    assert code == 128 + signum
     record = json.loads(stderr.strip().splitlines()[-1])
     assert len(record["lease_ids"]) == 1
     assert record["revocation"]["ok"] is True
     assert database_users(pg) == users_before
     assert live_leases(admin) == leases_before
+
+
+@contextmanager
+def role_denying_dev(admin: hvac.Client) -> Iterator[str]:
+    """Add an AWS role that agent `dev` may read by policy but its role denies."""
+    name = "exec-test-ops"
+    statement = {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}
+    admin.write(
+        f"agent-creds/aws/roles/{name}",
+        credential_type="iam_user",
+        policy_document=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+        allowed_agents="ops-*",
+    )
+    try:
+        with extra_read_grant(admin, f"agent-creds/aws/creds/{name}"):
+            yield name
+    finally:
+        admin.delete(f"agent-creds/aws/roles/{name}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_denied_read(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any], signum: int
+) -> None:
+    # The database role is minted first. The proxy delays the response of the
+    # AWS read, which the plugin denies, until after the signal arrived.
+    users_before = database_users(pg)
+    leases_before = live_leases(admin)
+    with role_denying_dev(admin) as denied:
+        args = ["--json", "--role", "database/demo-readonly", "--role", f"aws/{denied}"]
+        with creds_delay_proxy(stack.vault_addr, f"/creds/{denied}") as proxy:
+            code, stderr = signal_while_held(
+                stack, proxy, [*args, "--", "true"], signum
+            )
+        aws_leases = live_leases(admin, f"agent-creds/aws/creds/{denied}/")
+
+    assert code == 128 + signum
+    assert "not in allowed_agents" in stderr
+    assert f"interrupted by signal {signum}" in stderr
+    record = json.loads(stderr.strip().splitlines()[-1])
+    assert record["exit_code"] == 128 + signum
+    assert record["policy"]["decision"] == "denied"
+    assert len(record["lease_ids"]) == 1
+    assert record["lease_ids"][0].startswith(CREDS_PREFIX)
+    assert record["revocation"]["ok"] is True
+    assert record["revocation"]["leases_revoked"] == record["lease_ids"]
+    assert database_users(pg) == users_before
+    assert live_leases(admin) == leases_before
+    assert aws_leases == []

@@ -364,7 +364,11 @@ class Call:
             log.warning("killing the processes the command left failed: %r", err)
 
     def _exit_code(self) -> int:
-        """Pick the exit code: a failed revocation wins, then agent-exec's error."""
+        """Pick the exit code as docs/agent-exec.md's "Exit status" orders them.
+
+        A failed revocation wins, then a signal that arrived before the
+        command started, then agent-exec's error, then the command's code.
+        """
         code = self._outcome_code()
         if self.report is not None and not self.report.ok:
             _print_revocation_failure(self.report, code)
@@ -385,6 +389,13 @@ class Call:
             print(f"agent-exec: {self.error}", file=sys.stderr)
         if isinstance(self.error, InterruptedBySignalError):
             return 128 + self.error.signum
+        if self._pending_signal:
+            # The signal arrived during a Vault request that then failed, such
+            # as a denied creds read. It still decides the code, as it does
+            # after a request that succeeded.
+            interrupted = InterruptedBySignalError(self._pending_signal)
+            print(f"agent-exec: {interrupted}", file=sys.stderr)
+            return 128 + interrupted.signum
         if self.error is not None:
             return int(self.error.exit_code)
         assert self.child is not None

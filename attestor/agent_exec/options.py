@@ -50,6 +50,8 @@ without any Vault token, JWT or attestor socket), then revokes them all.
 EPILOG = """\
 exit status:
   the command's own exit status, or 128+N if it died of signal N;
+  128+N also if agent-exec got signal N before COMMAND started, even when
+      a Vault request failed meanwhile
   64  invalid usage: bad option, ambiguous role, two roles of one kind
   69  the attestor or Vault is unreachable or failing
   70  internal error in agent-exec
