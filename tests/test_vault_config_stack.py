@@ -313,3 +313,41 @@ def test_killed_agent_exec_then_destroy_leaves_no_user(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("v-dev-demo-readonly-")
+
+
+def test_scram_iterations_follow_variable(stack: Stack, pg_cluster: Cluster) -> None:
+    vault, variables, key = stack.vault, stack.variables, stack.key
+    path = "agent-creds/database/config/postgres"
+
+    def stored_rounds() -> int:
+        config = vault.read(path)
+        assert config is not None
+        return int(config["data"]["connection_details"]["scram_iterations"])
+
+    def minted_verifier() -> str:
+        creds = mint(vault, key)["data"]
+        with connect(pg_cluster) as conn:
+            row = conn.execute(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                (creds["username"],),
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    tfapply.apply(MODULE, variables, vault.addr, vault.token)
+    tfapply.apply(MODULE, variables, vault.addr, vault.token)
+    assert stored_rounds() == 1
+    assert minted_verifier().startswith("SCRAM-SHA-256$1:")
+
+    variables["postgres"]["scram_iterations"] = 4096
+    tfapply.apply(MODULE, variables, vault.addr, vault.token)
+    assert stored_rounds() == 4096
+    assert minted_verifier().startswith("SCRAM-SHA-256$4096:")
+
+    variables["postgres"]["scram_iterations"] = 100_001
+    with pytest.raises(TfApplyError, match="invalid scram_iterations 100001"):
+        tfapply.apply(MODULE, variables, vault.addr, vault.token)
+    assert stored_rounds() == 4096
+
+    tfapply.destroy(MODULE, variables, vault.addr, vault.token)
+    assert vault.read(path) is None

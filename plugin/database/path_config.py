@@ -38,8 +38,12 @@ from plugin.logical import (
 
 logger = logging.getLogger(__name__)
 
-# PostgreSQL reads the round count of a verifier into a C int.
-MAX_SCRAM_ITERATIONS = 2**31 - 1
+# PostgreSQL 15 runs a verifier's rounds at CREATE ROLE and acts on a cancel
+# only after them (2e8 rounds took 145 s, measured with PostgreSQL 15.18), so
+# a large count keeps a pooled connection busy for minutes per creds read.
+# pgjdbc 42.7.11 and later reject more than 100000 rounds by default (its
+# scramMaxIterations connection property).
+MAX_SCRAM_ITERATIONS = 100_000
 # rotate-root substitutes the admin user and its new password.
 ROOT_ROTATION_PLACEHOLDERS = ("name", "username", "password")
 
@@ -99,9 +103,9 @@ CONFIG_FIELDS = {
     "scram_iterations": Field(
         INT,
         "PBKDF2 rounds of the SCRAM verifiers of new users' passwords with "
-        "password_authentication=scram-sha-256 (extension); 1 suffices for the "
-        "plugin's own 32-character passwords, and skips PostgreSQL's hashing "
-        "at CREATE ROLE; 0 means the default; default 4096.",
+        "password_authentication=scram-sha-256 (extension), from 1 to 100000; "
+        "1 suffices for the plugin's own 32-character passwords, and skips "
+        "PostgreSQL's hashing at CREATE ROLE; 0 means the default; default 4096.",
         default=DEFAULT_SCRAM_ITERATIONS,
     ),
     "username_template": Field(
@@ -353,9 +357,16 @@ def _check_scram_iterations(config: DatabaseConfig) -> None:
     """
     iterations = config.scram_iterations
     if not 1 <= iterations <= MAX_SCRAM_ITERATIONS:
+        value_text = str(iterations)
+        if len(value_text) > 16:
+            # A JSON number such as 1e300 arrives as an integer of 301 digits.
+            digits = len(value_text.lstrip("-"))
+            value_text = f"{value_text[:8]}... ({digits} digits)"
         raise InvalidConfigError(
-            f"invalid scram_iterations {iterations}: expected 1 to "
-            f"{MAX_SCRAM_ITERATIONS}, or 0 for {DEFAULT_SCRAM_ITERATIONS}"
+            f"invalid scram_iterations {value_text}: expected 1 to "
+            f"{MAX_SCRAM_ITERATIONS}, or 0 for {DEFAULT_SCRAM_ITERATIONS}; more "
+            "rounds slow each creds read, and pgjdbc 42.7.11 and later reject "
+            "them by default"
         )
     if iterations == DEFAULT_SCRAM_ITERATIONS:
         return
