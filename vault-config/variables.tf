@@ -93,10 +93,11 @@ variable "postgres" {
   description = <<-EOT
     PostgreSQL server the database roles create users in, reached by Vault
     with an administrator account. New users' passwords reach the server
-    only as SCRAM-SHA-256 verifiers of scram_iterations PBKDF2 rounds; 1
-    suits the plugin's own 192-bit passwords and skips PostgreSQL's 4096
-    rounds at each CREATE ROLE and login. Use 4096 or more with a password
-    policy.
+    only as SCRAM-SHA-256 verifiers of scram_iterations PBKDF2 rounds, from
+    1 to 100000; 1 suits the plugin's own 192-bit passwords and skips
+    PostgreSQL's 4096 rounds at each CREATE ROLE and login. Use 4096 where
+    agents use pgjdbc before 42.7.4, which rejects fewer rounds, and 4096 or
+    more, applied before the policy, with a password policy.
   EOT
   type = object({
     connection_name      = optional(string, "postgres")
