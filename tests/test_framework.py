@@ -44,10 +44,21 @@ def test_duration_parses(raw: Any, seconds: int) -> None:
     assert parse_duration(raw) == seconds
 
 
-@pytest.mark.parametrize("raw", ["soon", "5x", "-5", True, [1]])
+@pytest.mark.parametrize("raw", ["soon", "5x", "-5", True, [1], "\uff15m", "\u0665"])
 def test_duration_rejects(raw: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         parse_duration(raw)
+
+
+@pytest.mark.parametrize(("raw", "value"), [(7, 7), ("7", 7), (" 7 ", 7), (3.0, 3)])
+def test_int_parses(raw: Any, value: int) -> None:
+    assert Field(FieldType.INT, "Test field; default 0.").parse("n", raw) == value
+
+
+@pytest.mark.parametrize("raw", ["\uff11", "\u0667", "seven", "1.5", 1.5, True])
+def test_int_rejects(raw: Any) -> None:
+    with pytest.raises(BadRequestError, match="field 'n'"):
+        Field(FieldType.INT, "Test field; default 0.").parse("n", raw)
 
 
 def test_comma_list_accepts_both_forms() -> None:

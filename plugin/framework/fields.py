@@ -18,7 +18,7 @@ from typing import Any
 from plugin.framework.errors import InvalidFieldError
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"false", "f", "0", "no", "n", "off", ""})
 
@@ -108,7 +108,7 @@ def parse_duration(raw: Any) -> int:
 def _parse_duration_text(text: str) -> float:
     if text == "":
         return 0.0
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):
         return float(text)
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
@@ -135,7 +135,11 @@ def _parse_int(raw: Any) -> int:
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
     if isinstance(raw, str):
-        return int(raw.strip(), 10)
+        text = raw.strip()
+        # Python's int() also reads digits of other scripts, such as U+FF11.
+        if not text.isascii():
+            raise ValueError("an integer is written in ASCII digits")
+        return int(text, 10)
     raise TypeError("not an integer")
 
 
