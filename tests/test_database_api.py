@@ -363,6 +363,9 @@ def test_unusable_scram_iterations_rejected(
 def test_scram_iterations_reset_to_default(mount: Mount, pg_cluster: Cluster) -> None:
     configure(mount, pg_cluster, **SCRAM, scram_iterations=1)
     assert config_details(mount)["scram_iterations"] == 1
+    response = mount.read("database/config/pg")
+    assert response is not None
+    assert response.data["scram_iterations"] == 1
     with pytest.raises(BadRequestError, match="needs password_authentication"):
         mount.request(
             Operation.UPDATE,

@@ -199,6 +199,9 @@ class _ConfigHandlers:
                 "root_credentials_rotate_statements": config.root_rotation_statements,
                 "password_policy": config.password_policy,
                 "verify_connection": config.verify_connection,
+                # An extension, also here so that Terraform's
+                # vault_generic_endpoint, which writes it, reads it back.
+                "scram_iterations": config.scram_iterations,
             }
         )
 
