@@ -17,6 +17,8 @@ scripts/build-plugin). Prints figures and asserts nothing:
 3. Floors, for where the time goes: `CREATE ROLE ... PASSWORD` sent by this
    process straight to PostgreSQL, and a creds read of an unknown role on
    each engine, which fails after the engine's first checks.
+4. CPU per creds read of OpenBao, the plugin, PostgreSQL and this client
+   (bench_database_cpu).
 
 Creds reads use a JWT login token for both engines, revokes the root token.
 """
@@ -35,6 +37,7 @@ from typing import Any
 
 import psycopg
 
+from bench_database_cpu import measure_cpu, report_cpu
 from bench_database_setup import Servers, VaultHttp, running_servers
 
 WARM_UP_CALLS = 20
@@ -73,6 +76,12 @@ def _parse_args() -> argparse.Namespace:
     add("--cycles", type=int, default=160, help="cycles a throughput run (default 160)")
     add("--runs", type=int, default=3, help="throughput runs per engine (default 3)")
     add(
+        "--cpu-reads",
+        type=int,
+        default=150,
+        help="creds reads per engine a round of the CPU measurement (default 150)",
+    )
+    add(
         "--password-authentication",
         choices=("password", "scram-sha-256"),
         default="password",
@@ -105,7 +114,14 @@ def _run(servers: Servers, args: argparse.Namespace) -> None:
     report_throughput(rates, args.cycles)
     floors = measure_floors(agent, servers, args.calls)
     report_floors(floors)
-    print(json.dumps(_summary(latency, rates, floors)))
+    cpu = measure_cpu(servers, args.cpu_reads)
+    report_cpu(cpu, args.cpu_reads)
+    summary = _summary(latency, rates, floors)
+    summary["cpu_ms_per_creds_read"] = {
+        engine: {group: round(statistics.median(v), 3) for group, v in groups.items()}
+        for engine, groups in cpu.items()
+    }
+    print(json.dumps(summary))
 
 
 def cycle(agent: VaultHttp, root: VaultHttp, creds_path: str) -> tuple[float, float]:

@@ -75,6 +75,7 @@ class Servers:
     creds_paths: dict[str, str]  # engine name -> creds path
     openbao_pid: int
     pg_conninfo: dict[str, str | int]  # the cluster's superuser, for psycopg
+    pg_pid: int  # the postmaster
 
 
 @contextlib.contextmanager
@@ -114,7 +115,13 @@ def running_servers(
         )
         root.close()
         yield Servers(
-            bao.addr, bao.root_token, agent_token, paths, bao.pid, pg.conninfo()
+            bao.addr,
+            bao.root_token,
+            agent_token,
+            paths,
+            bao.pid,
+            pg.conninfo(),
+            pg.pid,
         )
     finally:
         # The cluster is thrown away with its roles, so leases are not revoked.
