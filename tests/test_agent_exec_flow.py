@@ -296,6 +296,27 @@ def test_revocation_failure_wins(fakes: Fakes) -> None:
     assert "exit status was 3" in result.stderr
 
 
+def test_revocation_failure_before_command(fakes: Fakes) -> None:
+    # The second read is denied, so the command never runs. The first lease's
+    # revocation fails too, so stderr names the code that 125 replaced.
+    fakes.vault.plugin_denies.add(AWS_ROLE)
+    fakes.vault.failing_revokes.add("*")
+    marker = fakes.tmp / "ran"
+    roles = ["--role", "database/demo-readonly", "--role", "aws/deploy"]
+    result = fakes.run("--json", *roles, "--", "touch", str(marker))
+    assert result.returncode == 125
+    assert not marker.exists()
+    assert "allowed_agents" in result.stderr
+    assert "the database is unreachable" in result.stderr
+    assert "command's own exit status" not in result.stderr
+    assert "the command did not run" in result.stderr
+    assert "would otherwise have been 77" in result.stderr
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["exit_code"] == 125
+    assert record["child"] == {}
+    assert record["policy"]["decision"] == "denied"
+
+
 def test_revocation_failure_printed_once(fakes: Fakes) -> None:
     fakes.vault.failing_revokes.add("*")
     result = fakes.run("--json", "--role", "demo-readonly", "--", "sh", "-c", "exit 3")

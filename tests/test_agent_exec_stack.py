@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -223,20 +223,29 @@ def test_policy_denied_role_mints_nothing(stack: Any, admin: hvac.Client) -> Non
 
 
 @contextmanager
-def extra_read_grant(admin: hvac.Client, path: str) -> Iterator[None]:
-    """Let agent `dev` read `path` too, for one test; the policy may be JSON or HCL."""
+def extra_policy_rule(admin: hvac.Client, path: str, capability: str) -> Iterator[None]:
+    """Give agent `dev` one capability on `path`, for one test.
+
+    The policy may be JSON or HCL. A `deny` wins over the policy's own rule
+    for the same path in both.
+    """
     original = admin.sys.read_policy("agent-dev")["data"]["rules"]
     if original.lstrip().startswith("{"):
         rules = json.loads(original)
-        rules["path"][path] = {"capabilities": ["read"]}
+        rules["path"][path] = {"capabilities": [capability]}
         extended = json.dumps(rules)
     else:
-        extended = original + f'\npath "{path}" {{ capabilities = ["read"] }}\n'
+        extended = original + f'\npath "{path}" {{ capabilities = ["{capability}"] }}\n'
     admin.sys.create_or_update_policy("agent-dev", extended)
     try:
         yield
     finally:
         admin.sys.create_or_update_policy("agent-dev", original)
+
+
+def extra_read_grant(admin: hvac.Client, path: str) -> AbstractContextManager[None]:
+    """Let agent `dev` read `path` too, for one test."""
+    return extra_policy_rule(admin, path, "read")
 
 
 def test_second_role_failing_revokes_first(
@@ -550,3 +559,41 @@ def test_signal_during_denied_read(
     assert database_users(pg) == users_before
     assert live_leases(admin) == leases_before
     assert aws_leases == []
+
+
+def test_signal_denied_read_failed_revoke(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any]
+) -> None:
+    # A signal arrives during a denied read, and the first lease's revocation
+    # fails too. 125 wins, and because the command never ran, stderr names
+    # the signal's code that 125 replaced.
+    users_before = database_users(pg)
+    leases_before = live_leases(admin)
+    signum = signal.SIGTERM
+    with (
+        role_denying_dev(admin) as denied,
+        extra_policy_rule(admin, f"sys/leases/revoke/{CREDS_PREFIX}*", "deny"),
+    ):
+        args = ["--json", "--role", "database/demo-readonly", "--role", f"aws/{denied}"]
+        with creds_delay_proxy(stack.vault_addr, f"/creds/{denied}") as proxy:
+            code, stderr = signal_while_held(
+                stack, proxy, [*args, "--", "true"], signum
+            )
+
+    assert code == 125
+    assert "not in allowed_agents" in stderr
+    assert f"interrupted by signal {signum}" in stderr
+    record = json.loads(stderr.strip().splitlines()[-1])
+    lease_id = record["lease_ids"][0]
+    assert f"revocation of lease {lease_id} failed" in stderr
+    assert "command's own exit status" not in stderr
+    assert "the command did not run" in stderr
+    assert f"would otherwise have been {128 + signum}" in stderr
+    assert record["exit_code"] == 125
+    assert record["child"] == {}
+    assert record["policy"]["decision"] == "denied"
+    assert list(record["revocation"]["leases_failed"]) == [lease_id]
+    assert record["revocation"]["token_revoked"] is True
+    # Revoking the token made Vault revoke the lease itself.
+    assert eventually(lambda: live_leases(admin) == leases_before)
+    assert eventually(lambda: database_users(pg) == users_before)

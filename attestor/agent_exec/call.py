@@ -371,7 +371,7 @@ class Call:
         """
         code = self._outcome_code()
         if self.report is not None and not self.report.ok:
-            _print_revocation_failure(self.report, code)
+            _print_revocation_failure(self.report, code, self.child is not None)
             code = ExitCode.REVOKE_FAILED
         self.record.exit_code = int(code)
         if self.child is not None:
@@ -470,7 +470,14 @@ def _open_standard_fds() -> frozenset[int]:
     return frozenset(closed)
 
 
-def _print_revocation_failure(report: RevocationReport, command_code: int) -> None:
+def _print_revocation_failure(
+    report: RevocationReport, outcome_code: int, command_ran: bool
+) -> None:
+    """Print each failed revocation, then the code that 125 replaces.
+
+    `outcome_code` is the command's exit status if `command_ran`, else the
+    code of what ended the call before the command (a signal or an error).
+    """
     for lease_id, error in report.failed.items():
         print(
             f"agent-exec: revocation of lease {lease_id} failed: {error}; the "
@@ -484,9 +491,16 @@ def _print_revocation_failure(report: RevocationReport, command_code: int) -> No
             "it stays valid until its TTL ends",
             file=sys.stderr,
         )
+    if command_ran:
+        replaced = f"the command's own exit status was {outcome_code}"
+    else:
+        replaced = (
+            "the command did not run, and the exit status would otherwise have "
+            f"been {outcome_code}"
+        )
     print(
         f"agent-exec: exiting with {ExitCode.REVOKE_FAILED} for the failed revocation; "
-        f"the command's own exit status was {command_code}",
+        f"{replaced}",
         file=sys.stderr,
     )
 
