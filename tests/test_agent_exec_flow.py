@@ -459,6 +459,42 @@ def test_signal_before_command_mints_nothing(fakes: Fakes) -> None:
     assert fakes.vault.requests == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_user_signal_before_command_ends_call(fakes: Fakes, signum: int) -> None:
+    # SIGUSR1 and SIGUSR2 end a process by default, so before the command
+    # starts they end the call as SIGTERM does, not by killing agent-exec.
+    fakes.attestor.delay = 5.0
+    with fakes.start("--role", "demo-readonly", "--", "true") as proc:
+        assert wait_for(lambda: fakes.attestor.requests != [])
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 128 + signum
+        assert proc.stderr is not None
+        assert f"interrupted by signal {signum}" in proc.stderr.read()
+    assert fakes.vault.requests == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP, signal.SIGUSR1])
+def test_ignored_signal_stays_ignored(fakes: Fakes, signum: int) -> None:
+    # A signal ignored when agent-exec starts, as `nohup` or a shell's
+    # background job leaves it, does not end the call before the command runs.
+    fakes.attestor.delay = 2.0
+    script = f'trap "" {signal.Signals(signum).name[3:]}; exec "$@"'
+    args = ["--role", "demo-readonly", "--", "sh", "-c", "echo ran"]
+    with subprocess.Popen(
+        ["sh", "-c", script, "sh", AGENT_EXEC, *args],
+        env=fakes.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert wait_for(lambda: fakes.attestor.requests != [])
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout is not None
+        assert proc.stdout.read() == "ran\n"
+    assert_all_revoked(fakes)
+
+
 def test_signal_during_revocation_ignored(fakes: Fakes) -> None:
     fakes.vault.revoke_delay = 1.0
     with fakes.start("--role", "demo-readonly", "--", "echo", "ran") as proc:
@@ -468,6 +504,18 @@ def test_signal_during_revocation_ignored(fakes: Fakes) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+    assert_all_revoked(fakes)
+
+
+def test_user_signal_during_revocation_ignored(fakes: Fakes) -> None:
+    # The command never runs, so no handler of its own forwards the signal.
+    fakes.vault.plugin_denies.add(AWS_ROLE)
+    fakes.vault.revoke_delay = 1.0
+    roles = ["--role", "database/demo-readonly", "--role", "aws/deploy"]
+    with fakes.start(*roles, "--", "true") as proc:
+        assert wait_for(lambda: any("revoke" in p for _, p in fakes.vault.requests))
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=20) == 77
     assert_all_revoked(fakes)
 
 

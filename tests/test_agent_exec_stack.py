@@ -495,7 +495,9 @@ def signal_while_held(
         return code, proc.stderr.read()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1]
+)
 def test_signal_during_creds_read_revokes(
     stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any], signum: int
 ) -> None:

@@ -99,7 +99,7 @@ class Call:
 
     def execute(self) -> int:
         """Run the whole call and return agent-exec's exit code."""
-        _set_signal_handlers(self._on_signal)
+        _set_signal_handlers(self._on_signal, skip=self.inherited_ignored)
         try:
             self._prepare()
             self._raise_pending_signal()
@@ -507,8 +507,13 @@ def _print_revocation_failure(
 
 def _set_signal_handlers(
     handler: int | Callable[[int, FrameType | None], None],
+    skip: frozenset[int] = frozenset(),
 ) -> None:
-    for signum in signals.TERMINATING:
+    """Set `handler` for each signal that would otherwise end agent-exec.
+
+    A signal in `skip`, one ignored when agent-exec started, stays ignored.
+    """
+    for signum in signals.ENDS_PROCESS - skip:
         signals.signal(signum, handler)
 
 

@@ -54,6 +54,9 @@ FORWARDED: tuple[int, ...] = (
     SIGWINCH,
 )
 TERMINATING = frozenset({SIGINT, SIGTERM, SIGHUP, SIGQUIT})
+# The forwarded signals whose default action ends a process. Before the
+# command starts they end the call, and during revocation they are ignored.
+ENDS_PROCESS = TERMINATING | {SIGUSR1, SIGUSR2}
 # The names `signal.Signals(n).name` gives, for the forwarded signals.
 NAMES: dict[int, str] = {
     SIGINT: "SIGINT",
