@@ -229,9 +229,23 @@ def test_role_outside_policy_mints_nothing(fakes: Fakes) -> None:
     assert_all_revoked(fakes)
 
 
-def test_ambiguous_role_asks_for_prefix(fakes: Fakes) -> None:
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ["both"],
+        ["both", "both"],
+        ["both", "database/both"],
+        ["database/both", "both"],
+        ["aws/both", "both"],
+        ["both", "aws/both"],
+    ],
+)
+def test_ambiguous_role_asks_for_prefix(fakes: Fakes, roles: list[str]) -> None:
+    # A prefixed value does not settle a bare one, because the bare `both`
+    # may mean the other engine's role.
     fakes.vault.readable.update({"database/creds/both", "aws/creds/both"})
-    result = fakes.run("--role", "both", "--", "true")
+    options = [option for role in roles for option in ("--role", role)]
+    result = fakes.run(*options, "--", "true")
     assert result.returncode == 64
     assert "'database/both'" in result.stderr
     assert fakes.vault.minted() == []
