@@ -366,6 +366,7 @@ def test_watchdog_names_failed_lease(fakes: Fakes) -> None:
     assert len(messages) == 1, messages
     assert "FAILED to revoke" in messages[0]
     assert "the database is unreachable" in messages[0]
+    assert "may stay valid until its lease or TTL ends" in messages[0]
 
 
 def test_sigkill_of_agent_exec_revokes(fakes: Fakes) -> None:

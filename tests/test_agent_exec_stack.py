@@ -588,6 +588,7 @@ def test_signal_denied_read_failed_revoke(
     record = json.loads(stderr.strip().splitlines()[-1])
     lease_id = record["lease_ids"][0]
     assert f"revocation of lease {lease_id} failed" in stderr
+    assert "may stay valid until the lease expires" in stderr
     assert "command's own exit status" not in stderr
     assert "the command did not run" in stderr
     assert f"would otherwise have been {128 + signum}" in stderr
@@ -596,6 +597,7 @@ def test_signal_denied_read_failed_revoke(
     assert record["policy"]["decision"] == "denied"
     assert list(record["revocation"]["leases_failed"]) == [lease_id]
     assert record["revocation"]["token_revoked"] is True
-    # Revoking the token made Vault revoke the lease itself.
+    # Revoking the token made Vault revoke the lease itself, so the lease's
+    # credential did not stay valid until the lease expired.
     assert eventually(lambda: live_leases(admin) == leases_before)
     assert eventually(lambda: database_users(pg) == users_before)

@@ -481,7 +481,7 @@ def _print_revocation_failure(
     for lease_id, error in report.failed.items():
         print(
             f"agent-exec: revocation of lease {lease_id} failed: {error}; the "
-            "credential stays valid until the lease expires, unless an operator "
+            "credential may stay valid until the lease expires, unless an operator "
             "revokes the lease first with 'vault lease revoke'",
             file=sys.stderr,
         )

@@ -57,7 +57,7 @@ exit status:
   70  internal error in agent-exec
   77  denied: the attestor, the Vault login or a role read was rejected
   125 a lease or the token could not be revoked; this code wins over all
-      others, and the credential stays valid until its lease TTL ends
+      others, and the credential may stay valid until its lease TTL ends
   126 COMMAND is not executable; 127 COMMAND was not found
 
 environment:

@@ -181,7 +181,7 @@ def _clean_up(vault: VaultClient, pgid: int, leases: list[str]) -> int:
 
 
 def _report(pgid: int, report: RevocationReport) -> None:
-    """Print one line on stderr, naming each lease or token that is still valid."""
+    """Print one line on stderr, naming each lease or token whose revocation failed."""
     killed = f"killed process group {pgid}, " if pgid else ""
     if report.ok:
         outcome = "revoked the call's credentials"
@@ -193,7 +193,7 @@ def _report(pgid: int, report: RevocationReport) -> None:
             failures.append(f"the token: {report.token_error}")
         outcome = (
             f"FAILED to revoke the call's credentials ({'; '.join(failures)}); "
-            "each stays valid until its lease or TTL ends"
+            "each may stay valid until its lease or TTL ends"
         )
     message = f"agent-exec ended without cleaning up; {killed}{outcome}"
     with suppress(OSError):
