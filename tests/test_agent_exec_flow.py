@@ -463,6 +463,21 @@ def test_json_audit_record(fakes: Fakes) -> None:
     assert fakes.attestor.issued[0] not in result.stderr
 
 
+@pytest.mark.parametrize("failing_revokes", [set(), {"*"}])
+def test_debug_log_has_no_secret(fakes: Fakes, failing_revokes: set[str]) -> None:
+    fakes.vault.failing_revokes.update(failing_revokes)
+    roles = ["demo-readonly", "database/demo-readonly", "aws/deploy", "deploy"]
+    options = [option for role in roles for option in ("--role", role)]
+    script = "echo $PGPASSWORD $AWS_SECRET_ACCESS_KEY"
+    result = fakes.run("-vv", "--json", *options, "--", "sh", "-c", script)
+    assert result.stdout == "p@ss/w:rd fake/secret\n"
+    assert "lease_id=" in result.stderr
+    assert "p@ss/w:rd" not in result.stderr
+    assert "fake/secret" not in result.stderr
+    assert fakes.vault.issued_tokens[0] not in result.stderr
+    assert fakes.attestor.issued[0] not in result.stderr
+
+
 def test_signal_before_command_mints_nothing(fakes: Fakes) -> None:
     fakes.attestor.delay = 5.0
     with fakes.start("--role", "demo-readonly", "--", "true") as proc:
