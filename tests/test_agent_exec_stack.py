@@ -273,6 +273,30 @@ def test_second_role_failing_revokes_first(
     assert record["lease_ids"][0] not in live_leases(admin)
 
 
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ["demo-readonly", "database/demo-readonly"],
+        ["database/demo-readonly", "demo-readonly", "demo-readonly"],
+    ],
+)
+def test_same_role_twice_on_stack(
+    stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any], roles: list[str]
+) -> None:
+    users_before = database_users(pg)
+    leases_before = live_leases(admin)
+    options = [option for role in roles for option in ("--role", role)]
+    result = run_exec(stack, "--json", *options, "--", "sh", "-c", WHOAMI)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("v-dev-demo-readonly-")
+    record = audit_record(result)
+    assert record["roles"] == ["database/demo-readonly"]
+    assert len(record["lease_ids"]) == 1
+    assert record["revocation"]["leases_revoked"] == record["lease_ids"]
+    assert database_users(pg) == users_before
+    assert live_leases(admin) == leases_before
+
+
 def test_sigkill_of_agent_exec_on_stack(
     stack: Any, admin: hvac.Client, pg: psycopg.Connection[Any]
 ) -> None:
