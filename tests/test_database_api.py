@@ -13,7 +13,7 @@ from plugin.database.errors import ConfigInUseError
 from plugin.framework import put_wal
 from plugin.logical import BadRequestError, Operation, PermissionDeniedError
 from tests.support.database import Mount, configure
-from tests.support.postgres import Cluster
+from tests.support.postgres import Cluster, stored_password
 from tests.test_database_creds import READONLY, add_role, login
 from tests.test_database_tls import Pki, key_body, new_pki
 
@@ -398,13 +398,9 @@ def test_empty_password_authentication_is_password(
     response = mount.creds("demo-readonly", "dev")
 
     assert config_details(mount)["password_authentication"] == "password"
-    with psycopg.connect(**pg_cluster.conninfo(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
-            (response.data["username"],),
-        ).fetchone()
     # The server hashed the plaintext with its own fresh salt.
-    assert row is not None and row[0].startswith("SCRAM-SHA-256$")
+    verifier = stored_password(pg_cluster, response.data["username"])
+    assert verifier.startswith("SCRAM-SHA-256$")
     with login(pg_cluster, response.data) as session:
         assert session.execute("SELECT 1").fetchone() == (1,)
     assert response.secret is not None

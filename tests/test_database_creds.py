@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from plugin.logical import (
     PermissionDeniedError,
 )
 from tests.support.database import HOUR, FakeSystemView, Mount, configure, new_mount
-from tests.support.postgres import Cluster, connect
+from tests.support.postgres import Cluster, connect, role_comment, stored_password
 
 READONLY = (
     """CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' """
@@ -152,12 +151,8 @@ def test_scram_verifier_login_works(mount: Mount, pg_cluster: Cluster) -> None:
     add_role(mount)
 
     response = mount.creds("demo-readonly", "dev")
-    with connect(pg_cluster) as conn:
-        row = conn.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
-            (response.data["username"],),
-        ).fetchone()
-    assert row is not None and row[0].startswith("SCRAM-SHA-256$4096:")
+    verifier = stored_password(pg_cluster, response.data["username"])
+    assert verifier.startswith("SCRAM-SHA-256$4096:")
     with login(pg_cluster, response.data) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert response.secret is not None
@@ -173,12 +168,8 @@ def test_one_round_scram_verifier_login_works(
     add_role(mount)
 
     response = mount.creds("demo-readonly", "dev")
-    with connect(pg_cluster) as conn:
-        row = conn.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
-            (response.data["username"],),
-        ).fetchone()
-    assert row is not None and row[0].startswith("SCRAM-SHA-256$1:")
+    verifier = stored_password(pg_cluster, response.data["username"])
+    assert verifier.startswith("SCRAM-SHA-256$1:")
     with login(pg_cluster, response.data) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (
             response.data["username"],
@@ -279,14 +270,7 @@ def test_role_comment_names_agent(mount: Mount, pg_cluster: Cluster) -> None:
     add_role(mount)
 
     response = mount.creds("demo-readonly", "dev")
-    with connect(pg_cluster) as conn:
-        row = conn.execute(
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
-            "WHERE rolname = %s",
-            (response.data["username"],),
-        ).fetchone()
-    assert row is not None
-    comment = json.loads(row[0].removeprefix("agent-bridge "))
+    comment = role_comment(pg_cluster, response.data["username"])
     assert comment["agent"] == "dev"
     assert comment["role"] == "demo-readonly"
     assert comment["token_accessor"] == "accessor-dev"

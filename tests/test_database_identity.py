@@ -8,7 +8,6 @@ the entity between two reads and check what was created.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from psycopg import sql
 from plugin.framework import list_wal
 from plugin.logical import Entity, EntityAlias, PermissionDeniedError, Response
 from tests.support.database import JWT_ACCESSOR, Mount, configure
-from tests.support.postgres import Cluster, connect
+from tests.support.postgres import Cluster, connect, role_comment
 from tests.test_database_creds import add_role
 
 ENTITY = "entity-dev"
@@ -44,18 +43,6 @@ def generated_users(cluster: Cluster) -> set[str]:
     with connect(cluster) as conn:
         rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%'")
         return {row[0] for row in rows}
-
-
-def comment_of(cluster: Cluster, username: str) -> dict[str, str]:
-    with connect(cluster) as conn:
-        row = conn.execute(
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
-            "WHERE rolname = %s",
-            (username,),
-        ).fetchone()
-    assert row is not None
-    comment: dict[str, str] = json.loads(row[0].removeprefix("agent-bridge "))
-    return comment
 
 
 @dataclass(frozen=True)
@@ -91,7 +78,7 @@ def test_renamed_alias_gets_new_name(
     assert second.data["username"].startswith("v-dev-two-demo-readonly-")
     assert first.new_users(pg_cluster) == {first.username, second.data["username"]}
     assert list_wal(mount.storage) == []
-    assert comment_of(pg_cluster, second.data["username"])["agent"] == "dev-two"
+    assert role_comment(pg_cluster, second.data["username"])["agent"] == "dev-two"
 
 
 def test_alias_renamed_out_denied(
@@ -139,8 +126,8 @@ def test_comment_has_latest_metadata(
 
     second = read_creds(mount)
 
-    comment = comment_of(pg_cluster, second.data["username"])
+    comment = role_comment(pg_cluster, second.data["username"])
     assert comment["alias_tool"] == "psql"
     assert comment["alias_call_id"] == "call-2"
     assert comment["token_accessor"] == "accessor-second"
-    assert comment_of(pg_cluster, first.username)["alias_call_id"] == ""
+    assert role_comment(pg_cluster, first.username)["alias_call_id"] == ""

@@ -11,7 +11,7 @@ import pytest
 from plugin.database.config import load_config
 from plugin.logical import BadRequestError, Operation
 from tests.support.database import FakeSystemView, Mount, configure, new_mount
-from tests.support.postgres import Cluster, connect
+from tests.support.postgres import Cluster, connect, stored_password
 from tests.test_database_creds import add_role, login
 
 SCRAM = {"password_authentication": "scram-sha-256"}
@@ -25,15 +25,6 @@ def stored_fields(mount: Mount) -> tuple[str, int, str]:
         config.scram_iterations,
         config.password_policy,
     )
-
-
-def rolpassword(cluster: Cluster, role: str) -> str:
-    with connect(cluster) as conn:
-        row = conn.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
-        ).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 @pytest.fixture
@@ -125,7 +116,7 @@ def test_max_rounds_creds_login_renew_revoke(mount: Mount, pg_cluster: Cluster) 
     response = mount.creds("demo-readonly", "dev")
     username = response.data["username"]
 
-    assert rolpassword(pg_cluster, username).startswith("SCRAM-SHA-256$100000:")
+    assert stored_password(pg_cluster, username).startswith("SCRAM-SHA-256$100000:")
     with login(pg_cluster, response.data) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (username,)
     assert response.secret is not None
@@ -155,7 +146,7 @@ def test_rotate_root_keeps_default_rounds(mount: Mount, pg_cluster: Cluster) -> 
 
     config = load_config(mount.storage, "pg")
     assert config is not None
-    assert rolpassword(pg_cluster, "scram_admin").startswith("SCRAM-SHA-256$4096:")
+    assert stored_password(pg_cluster, "scram_admin").startswith("SCRAM-SHA-256$4096:")
     with connect(pg_cluster, user="scram_admin", password=config.password) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("scram_admin",)
     with pytest.raises(psycopg.OperationalError, match="password authentication"):
@@ -166,7 +157,7 @@ def test_rotate_root_keeps_default_rounds(mount: Mount, pg_cluster: Cluster) -> 
     assert config.password not in str(read.data)
     add_role(mount)
     response = mount.creds("demo-readonly", "dev")
-    assert rolpassword(pg_cluster, response.data["username"]).startswith(
+    assert stored_password(pg_cluster, response.data["username"]).startswith(
         "SCRAM-SHA-256$1:"
     )
     assert response.secret is not None

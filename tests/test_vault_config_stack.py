@@ -28,7 +28,7 @@ from devstack import attestor as devstack_attestor
 from devstack import openbao, plugin, procs, tfapply
 from devstack.tfapply_errors import ConfigError, TfApplyError
 from devstack.tfapply_vault import VaultClient
-from tests.support.postgres import Cluster, connect
+from tests.support.postgres import Cluster, connect, stored_password
 from tests.test_vault_config_apply import jwt_variables, login, sign
 from tests.test_vault_config_plan import MODULE
 
@@ -326,13 +326,7 @@ def test_scram_iterations_follow_variable(stack: Stack, pg_cluster: Cluster) -> 
 
     def minted_verifier() -> str:
         creds = mint(vault, key)["data"]
-        with connect(pg_cluster) as conn:
-            row = conn.execute(
-                "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
-                (creds["username"],),
-            ).fetchone()
-        assert row is not None
-        return str(row[0])
+        return stored_password(pg_cluster, creds["username"])
 
     tfapply.apply(MODULE, variables, vault.addr, vault.token)
     tfapply.apply(MODULE, variables, vault.addr, vault.token)

@@ -7,6 +7,7 @@ and adds stop and restart for tests of an unreachable server.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,26 @@ def connect(cluster: Cluster, dbname: str = "postgres", **params: Any) -> Any:
     import psycopg
 
     return psycopg.connect(**{**cluster.conninfo(dbname), **params}, autocommit=True)
+
+
+def stored_password(cluster: Cluster, role: str) -> str:
+    """Return `role`'s `pg_authid.rolpassword`: a SCRAM verifier on these clusters."""
+    with connect(cluster) as conn:
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+        ).fetchone()
+    assert row is not None, f"role {role!r} not found"
+    return str(row[0])
+
+
+def role_comment(cluster: Cluster, role: str) -> dict[str, str]:
+    """Return the JSON label the plugin puts in `role`'s comment."""
+    with connect(cluster) as conn:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+            "WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+    assert row is not None, f"role {role!r} not found"
+    comment: dict[str, str] = json.loads(row[0].removeprefix("agent-bridge "))
+    return comment
