@@ -56,7 +56,7 @@ class FirstMint:
 
 @pytest.fixture
 def first(mount: Mount, pg_cluster: Cluster) -> Iterator[FirstMint]:
-    """Configure the mount and mint once as `dev`; drop the test's users after."""
+    """Configure the mount and mint once as `dev`, then drop the users made."""
     before = generated_users(pg_cluster)
     configure(mount, pg_cluster)
     add_role(mount, allowed_agents="dev*")
