@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from attestor.agent_exec.errors import UsageError
+from attestor.agent_exec.roles import parse_roles
 from attestor.agent_exec.urls import check_origin_only, hide_userinfo, split_base_url
 from attestor.protocol_constants import (
     DEFAULT_SOCKET_PATH,
@@ -276,6 +277,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
         raise UsageError(
             "no command given: put it after '--', e.g. -- psql -c 'select 1'"
         )
+    # This rejects an invalid value, or two prefixed roles of one engine,
+    # before the attestor is asked anything. `Call` parses the values again.
+    parse_roles(parsed.roles)
     strings = parsed.strings
     for name in ("tool", "on_behalf_of"):
         if name in strings:
