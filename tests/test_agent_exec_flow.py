@@ -347,6 +347,35 @@ def test_revocation_failure_printed_once(fakes: Fakes) -> None:
     assert sum("exiting with 125" in line for line in messages) == 1
 
 
+def test_token_revocation_failure(fakes: Fakes) -> None:
+    fakes.vault.failing_token_revoke = True
+    result = fakes.run("--json", "--role", "demo-readonly", "--", "sh", "-c", "exit 3")
+    assert result.returncode == 125
+    *messages, record_line = result.stderr.strip().splitlines()
+    assert messages == [
+        "agent-exec: revocation of the call's token failed: Vault failed POST "
+        "auth/token/revoke-self: failed to revoke the token: the storage is "
+        "unreachable; it stays valid until its TTL ends",
+        "agent-exec: exiting with 125 for the failed revocation; the command's "
+        "own exit status was 3",
+    ]
+    for secret in (fakes.vault.issued_tokens[0], fakes.attestor.issued[0]):
+        assert secret not in result.stderr
+    assert "p@ss/w:rd" not in result.stderr
+    record = json.loads(record_line)
+    assert record["exit_code"] == 125
+    assert record["child"]["exit_code"] == 3
+    revocation = record["revocation"]
+    assert revocation["ok"] is False
+    assert revocation["token_revoked"] is False
+    assert "the storage is unreachable" in revocation["token_error"]
+    assert revocation["leases_revoked"] == record["lease_ids"]
+    assert revocation["leases_failed"] == {}
+    # The lease is gone, and the token outlives the call in the fake Vault.
+    assert fakes.vault.live_leases() == []
+    assert list(fakes.vault.tokens) == fakes.vault.issued_tokens
+
+
 def test_watchdog_names_failed_lease(fakes: Fakes) -> None:
     fakes.vault.failing_revokes.add("*")
     script = "echo ready; exec sleep 30"

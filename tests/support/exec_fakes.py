@@ -43,6 +43,7 @@ class VaultState:
     readable: set[str] = field(default_factory=set)  # creds paths under MOUNT
     plugin_denies: set[str] = field(default_factory=set)
     failing_revokes: set[str] = field(default_factory=set)  # "*" fails them all
+    failing_token_revoke: bool = False  # auth/token/revoke-self returns 500
     revoke_delay: float = 0.0  # seconds each lease revocation takes
     redirect_to: str = ""  # an address to send every request to, as a standby
     token_ttl: int = 120
@@ -154,6 +155,8 @@ class _VaultHandler(BaseHTTPRequestHandler):
 
     def _revoke_self(self, body: dict[str, Any], token: str) -> tuple[int, Any]:
         s = self.state
+        if s.failing_token_revoke:
+            return _error(500, "failed to revoke the token: the storage is unreachable")
         s.revoked_tokens.append(s.tokens.pop(token))
         for lease_id in [lid for lid, owner in s.leases.items() if owner == token]:
             del s.leases[lease_id]
