@@ -44,7 +44,9 @@ from attestor.agent_exec.renew import Renewable, Renewer
 from attestor.agent_exec.roles import Role, creds_params, parse_role
 from attestor.agent_exec.urls import quote, split_base_url
 from attestor.agent_exec.vault import VaultClient, _tidy
+from attestor.inspection.process import AttestationError
 from attestor.json_lite import dumps, loads
+from attestor.signing.tokens import validate_asserted
 from tests.support.exec_fakes import VaultState, fake_vault, make_jwt
 
 DB_DATA = {
@@ -294,6 +296,48 @@ def test_options_reject_invalid_assertion(
         parse_options(["--role", "d", option, value, "--", "true"])
     assert message in str(caught.value)
     assert caught.value.exit_code == 64
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "psql",
+        "a b@c",
+        "",
+        "ps\tql",
+        "a\x1bb",
+        "a\x7fb",
+        "a\x85b",
+        "a\u2028b",
+        "\u200b",
+        "\udcff",  # an undecodable byte of argv
+        "é" * 256,
+        "é" * 257,
+    ],
+)
+@pytest.mark.parametrize(
+    ("option", "key"), [("--tool", "tool"), ("--on-behalf-of", "on_behalf_of")]
+)
+def test_options_assertion_rule_matches_attestor(
+    monkeypatch: pytest.MonkeyPatch, option: str, key: str, value: str
+) -> None:
+    # validate_asserted is the attestor's own check. agent-exec rejects the
+    # same values, with 64, before it sends anything.
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    try:
+        validate_asserted({key: value})
+    except AttestationError:
+        attestor_accepts = False
+    else:
+        attestor_accepts = True
+    try:
+        parse_options(["--role", "d", f"{option}={value}", "--", "true"])
+    except UsageError as err:
+        assert not attestor_accepts
+        assert str(err).startswith(f"invalid {option} value ")
+        assert err.exit_code == 64
+    else:
+        assert attestor_accepts
 
 
 def test_options_accept_printable_assertion(monkeypatch: pytest.MonkeyPatch) -> None:
