@@ -281,6 +281,18 @@ def test_null_through_openbao_clears(stack: StackState) -> None:
         ({"credential_type": "iam_user", "iam_tags": ["novalue"]}, "key=value"),
         ({"credential_type": "iam_user", "policy_arns": "ReadOnly"}, "policy ARN"),
         (
+            # Arabic-Indic digits: Python's Unicode \d would take them.
+            {"credential_type": "iam_user", "policy_arns": POLICY_ARN[:13] + "\u0661"},
+            "policy ARN",
+        ),
+        (
+            {
+                "credential_type": "iam_user",
+                "permissions_boundary_arn": POLICY_ARN + "\n",
+            },
+            "invalid permissions_boundary_arn",
+        ),
+        (
             {"credential_type": "session_token", "policy_document": json.dumps(POLICY)},
             "session_token credentials take no policy",
         ),

@@ -232,6 +232,15 @@ def test_unsupported_path_and_operation() -> None:
         call(backend, storage, Operation.DELETE, "things/a")
 
 
+@pytest.mark.parametrize("path", ["things/\u00e9", "things/a\u0661", "things/a\n"])
+def test_names_are_ascii_and_end_at_the_path_end(path: str) -> None:
+    """Go's `\\w` is ASCII and its `$` is the end: Vault would route none of these."""
+    backend, storage = make_backend()
+
+    with pytest.raises(PathNotFoundError):
+        call(backend, storage, Operation.READ, path)
+
+
 def test_path_help_lists_fields() -> None:
     backend, storage = make_backend()
 

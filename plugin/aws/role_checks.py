@@ -18,8 +18,10 @@ from plugin.aws.roles import (
 # AWS rejects STS sessions shorter than 15 minutes.
 MIN_STS_TTL = 900
 _USER_PATH = re.compile(r"^/([\x21-\x7F]{0,510}/)?$")
-_POLICY_ARN = re.compile(r"^arn:[\w-]+:iam::(\d{12}|aws):policy/.+$")
-_ROLE_ARN = re.compile(r"^arn:[\w-]+:iam::\d{12}:role/.+$")
+# ASCII, as AWS's account ids and partitions are; matched with `fullmatch`,
+# since `$` alone would accept a trailing newline.
+_POLICY_ARN = re.compile(r"arn:[\w-]+:iam::(\d{12}|aws):policy/.+", re.ASCII)
+_ROLE_ARN = re.compile(r"arn:[\w-]+:iam::\d{12}:role/.+", re.ASCII)
 
 
 def compact_policy(document: str) -> str:
@@ -107,13 +109,13 @@ def _ttl_problems(role: RoleEntry) -> list[str]:
 
 def _arn_problems(role: RoleEntry) -> list[str]:
     problems = []
-    if role.user_path and not _USER_PATH.match(role.user_path):
+    if role.user_path and not _USER_PATH.fullmatch(role.user_path):
         problems.append(
             f"invalid user_path {role.user_path!r}: it must start and end with /, "
             "such as /agents/"
         )
     boundary = role.permissions_boundary_arn
-    if boundary and not _POLICY_ARN.match(boundary):
+    if boundary and not _POLICY_ARN.fullmatch(boundary):
         problems.append(
             f"invalid permissions_boundary_arn {boundary!r}: expected an IAM policy "
             "ARN such as arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -121,12 +123,12 @@ def _arn_problems(role: RoleEntry) -> list[str]:
     problems += [
         f"invalid policy_arns entry {arn!r}: expected an IAM policy ARN"
         for arn in role.policy_arns
-        if not _POLICY_ARN.match(arn)
+        if not _POLICY_ARN.fullmatch(arn)
     ]
     problems += [
         f"invalid role_arns entry {arn!r}: expected an IAM role ARN such as "
         "arn:aws:iam::123456789012:role/NAME"
         for arn in role.role_arns
-        if not _ROLE_ARN.match(arn)
+        if not _ROLE_ARN.fullmatch(arn)
     ]
     return problems

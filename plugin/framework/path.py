@@ -48,11 +48,14 @@ class Path:
         if not anchored.endswith("$"):
             anchored = anchored + "$"
         self.pattern = anchored
-        self.regex = re.compile(anchored)
+        # As in Go's regexp, which Vault's own backends match paths with:
+        # `\w` and `\d` are ASCII only, and `$` does not match before a
+        # trailing newline (Python's `match` would route "roles/x\n" to "x").
+        self.regex = re.compile(anchored, re.ASCII)
 
     def match(self, path: str) -> dict[str, str] | None:
         """Return the named captures when `path` matches, else None."""
-        found = self.regex.match(path)
+        found = self.regex.fullmatch(path)
         if found is None:
             return None
         return {k: v for k, v in found.groupdict().items() if v is not None}
