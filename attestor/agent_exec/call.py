@@ -111,7 +111,7 @@ class Call:
             self.error = ExecError(f"internal error: {type(err).__name__}: {err}")
         finally:
             # Revocation must run to the end; a second Ctrl-C must not stop it.
-            _set_signal_handlers(signals.SIG_IGN)
+            _set_signal_handlers(signals.ignore)
             self._finish()
         return self._exit_code()
 
@@ -506,15 +506,15 @@ def _print_revocation_failure(
 
 
 def _set_signal_handlers(
-    handler: int | Callable[[int, FrameType | None], None],
+    handler: Callable[[int, FrameType | None], None],
     skip: frozenset[int] = frozenset(),
 ) -> None:
     """Set `handler` for each signal that would otherwise end agent-exec.
 
     A signal in `skip`, one ignored when agent-exec started, stays ignored.
+    The signals that `ChildRunner.run` routed to its own handler get `handler` too.
     """
-    for signum in signals.ENDS_PROCESS - skip:
-        signals.signal(signum, handler)
+    signals.route(handler, signals.ENDS_PROCESS - skip)
 
 
 def _preload(*modules: str) -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # Python ignores SIGPIPE and SIGXFSZ itself; a command expects the defaults.
-RESET_TO_DEFAULT = (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGALRM, signals.SIGCHLD)
+RESET_TO_DEFAULT = (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGCHLD)
 GROUP_POLL = 0.02  # seconds between checks for processes left in the group
 # Rounds of killing orphans: each round reaches one more generation.
 ORPHAN_ROUNDS = 50
@@ -115,6 +115,9 @@ class ChildRunner:
         self._error_read = -1
         self.launched = False
         self.orphans_ended = False
+        # When the --kill-timeout timer fires, in time.monotonic() seconds; 0
+        # while it is not armed.
+        self._kill_deadline = 0.0
 
     def start(self, on_forked: Callable[[int], None] | None = None) -> None:
         """Fork the command's process, which waits for `run` before the exec.
@@ -191,20 +194,38 @@ class ChildRunner:
             os.setpgid(pid, pid)
 
     def _install_handlers(self) -> None:
-        for signum in FORWARDED:
-            signals.signal(signum, self._forward)
-        signals.signal(signals.SIGALRM, self._kill_on_timeout)
+        signals.route(self._on_signal, FORWARDED)
 
-    def _forward(self, signum: int, frame: FrameType | None) -> None:
-        name = signals.NAMES.get(signum, str(signum))
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # The --kill-timeout timer sends SIGALRM, and so may anyone else.
+        # setitimer(2) never fires before the interval has passed, and Linux
+        # times ITIMER_REAL on CLOCK_MONOTONIC, the clock of time.monotonic().
+        # The deadline is read before the timer is armed, so a SIGALRM before
+        # it comes from elsewhere and is forwarded. One after it is taken for
+        # the timer, because the group gets SIGKILL at that point anyway and
+        # the kernel merges two pending SIGALRMs into one. Moving the timer
+        # off SIGALRM would take a thread, or a wait with a timeout in place
+        # of the blocking waitpid(WUNTRACED) that also reports a Ctrl-Z stop.
+        if (
+            signum == signals.SIGALRM
+            and self._kill_deadline
+            and time.monotonic() >= self._kill_deadline
+        ):
+            self._kill_on_timeout()
+        else:
+            self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        name = signals.name(signum)
         log.info("forwarding signal=%s pgid=%d", name, self.result.pid)
         self.result.forwarded.append(name)
         _kill_group(self.result.pid, signum)
-        already_armed = signals.getitimer(signals.ITIMER_REAL)[0] > 0
-        if signum in TERMINATING and not already_armed:
-            signals.setitimer(signals.ITIMER_REAL, max(self.spec.kill_timeout, 0.001))
+        if signum in TERMINATING and not self._kill_deadline:
+            timeout = max(self.spec.kill_timeout, 0.001)
+            self._kill_deadline = time.monotonic() + timeout
+            signals.setitimer(signals.ITIMER_REAL, timeout)
 
-    def _kill_on_timeout(self, signum: int, frame: FrameType | None) -> None:
+    def _kill_on_timeout(self) -> None:
         log.warning(
             "command still running %.1f s after a terminating signal; "
             "sending SIGKILL to pgid=%d",
@@ -319,6 +340,7 @@ def _child_main(
         for fd in parent_ends:
             os.close(fd)
         os.setpgid(0, 0)
+        # Otherwise agent-exec's Python handlers would run here until the exec.
         for signum in FORWARDED:
             ignored = signum in spec.inherited_ignored
             signals.signal(signum, signals.SIG_IGN if ignored else signals.SIG_DFL)
