@@ -153,9 +153,14 @@ def _cluster_home(state_dir: Path, user: str | None) -> Path:
     return home
 
 
-def start(state_dir: Path, port: int) -> Postgres:
-    """Create (first time) and start the cluster on 127.0.0.1:`port`."""
-    bin_dir = find_bin_dir()
+def start(state_dir: Path, port: int, bin_dir: Path | None = None) -> Postgres:
+    """Create (first time) and start the cluster on 127.0.0.1:`port`.
+
+    `bin_dir` contains the server's initdb and pg_ctl; the default is
+    `find_bin_dir()`.
+    """
+    if bin_dir is None:
+        bin_dir = find_bin_dir()
     user = _service_user()
     home = _cluster_home(state_dir, user)
     data_dir, socket_dir = home / "data", home / "run"
