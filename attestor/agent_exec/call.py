@@ -514,7 +514,7 @@ def _set_signal_handlers(
     A signal in `skip`, one ignored when agent-exec started, stays ignored.
     The signals that `ChildRunner.run` routed to its own handler get `handler` too.
     """
-    signals.route(handler, signals.ENDS_PROCESS - skip)
+    signals.route(handler, signals.ENDS_PROCESS, skip)
 
 
 def _preload(*modules: str) -> None:

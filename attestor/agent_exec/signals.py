@@ -13,7 +13,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _impl
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from collections.abc import Set as AbstractSet
     from types import FrameType
 
@@ -66,7 +66,11 @@ TERMINATING = frozenset({SIGINT, SIGTERM, SIGHUP, SIGQUIT})
 # abort() (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT).
 # Python's C-level handler only sets a flag and returns, so after a real
 # fault the kernel would run the faulting instruction again, in a loop.
-ENDS_PROCESS = TERMINATING | {
+ENDS_PROCESS = (
+    SIGINT,
+    SIGTERM,
+    SIGHUP,
+    SIGQUIT,
     SIGUSR1,
     SIGUSR2,
     SIGALRM,
@@ -77,9 +81,9 @@ ENDS_PROCESS = TERMINATING | {
     SIGSTKFLT,
     SIGXCPU,
     *range(SIGRTMIN, SIGRTMAX + 1),
-}
+)
 # Signals that agent-exec forwards to the command's process group.
-FORWARDED = ENDS_PROCESS | {SIGWINCH}
+FORWARDED = (*ENDS_PROCESS, SIGWINCH)
 # The names `signal.Signals(n).name` gives, for the forwarded signals other
 # than the real-time ones between SIGRTMIN and SIGRTMAX.
 NAMES: dict[int, str] = {
@@ -120,21 +124,25 @@ def ignore(signum: int, frame: FrameType | None) -> None:
 # `signal()` would cost a system call for each of the 45 signals in
 # FORWARDED (0.2 to 0.3 us each, Python 3.11.7 on a 2-core Intel Xeon VM).
 _target: Handler = ignore
-_routed: set[int] = set()
+# `_routed[signum]` is 1 once `_dispatch` handles signum.
+_routed = bytearray(_impl.NSIG)
 
 
 def _dispatch(signum: int, frame: FrameType | None) -> None:
     _target(signum, frame)
 
 
-def route(handler: Handler, signums: AbstractSet[int]) -> None:
+def route(
+    handler: Handler, signums: Iterable[int], skip: AbstractSet[int] = frozenset()
+) -> None:
     """Make `handler` the handler of `signums` and of each signal routed before.
 
+    A signal in `skip` that was not routed before keeps its disposition.
     Call it from the main thread only, as `signal()` requires.
     """
     global _target  # noqa: PLW0603 - the one handler that `_dispatch` calls
     _target = handler
-    missing = signums - _routed
-    for signum in missing:
-        signal(signum, _dispatch)
-    _routed.update(missing)
+    for signum in signums:
+        if not _routed[signum] and signum not in skip:
+            signal(signum, _dispatch)
+            _routed[signum] = 1
