@@ -352,17 +352,19 @@ def test_token_revocation_failure(fakes: Fakes) -> None:
     result = fakes.run("--json", "--role", "demo-readonly", "--", "sh", "-c", "exit 3")
     assert result.returncode == 125
     *messages, record_line = result.stderr.strip().splitlines()
+    record = json.loads(record_line)
     assert messages == [
         "agent-exec: revocation of the call's token failed: Vault failed POST "
         "auth/token/revoke-self: failed to revoke the token: the storage is "
-        "unreachable; it stays valid until its TTL ends",
+        "unreachable; it stays valid until its TTL ends, at most "
+        f"{fakes.vault.token_ttl} s from now; an operator can revoke it first with "
+        f"'vault token revoke -accessor {record['token_accessor']}'",
         "agent-exec: exiting with 125 for the failed revocation; the command's "
         "own exit status was 3",
     ]
     for secret in (fakes.vault.issued_tokens[0], fakes.attestor.issued[0]):
         assert secret not in result.stderr
     assert "p@ss/w:rd" not in result.stderr
-    record = json.loads(record_line)
     assert record["exit_code"] == 125
     assert record["child"]["exit_code"] == 3
     revocation = record["revocation"]

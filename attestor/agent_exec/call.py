@@ -371,7 +371,9 @@ class Call:
         """
         code = self._outcome_code()
         if self.report is not None and not self.report.ok:
-            _print_revocation_failure(self.report, code, self.child is not None)
+            _print_revocation_failure(
+                self.report, code, self.child is not None, self.login
+            )
             code = ExitCode.REVOKE_FAILED
         self.record.exit_code = int(code)
         if self.child is not None:
@@ -471,7 +473,10 @@ def _open_standard_fds() -> frozenset[int]:
 
 
 def _print_revocation_failure(
-    report: RevocationReport, outcome_code: int, command_ran: bool
+    report: RevocationReport,
+    outcome_code: int,
+    command_ran: bool,
+    login: Login | None,
 ) -> None:
     """Print each failed revocation, then the code that 125 replaces.
 
@@ -486,9 +491,18 @@ def _print_revocation_failure(
             file=sys.stderr,
         )
     if not report.token_revoked:
+        # Each renewal asked for the login's TTL, so no more than that is left.
+        # The accessor names the token without being it.
+        lifetime = (
+            f"it stays valid until its TTL ends, at most {login.ttl} s from now; an "
+            "operator can revoke it first with "
+            f"'vault token revoke -accessor {login.accessor}'"
+            if login is not None
+            else "it stays valid until its TTL ends"
+        )
         print(
             f"agent-exec: revocation of the call's token failed: {report.token_error}; "
-            "it stays valid until its TTL ends",
+            f"{lifetime}",
             file=sys.stderr,
         )
     if command_ran:
