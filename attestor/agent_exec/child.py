@@ -162,6 +162,9 @@ class ChildRunner:
         _close(self._error_read)
         self.result.status = self._wait()
         signals.setitimer(signals.ITIMER_REAL, 0)
+        # Disarmed for good: a SIGALRM from now on is forwarded to what the
+        # command left, which `_end_group` gives its own --kill-timeout.
+        self._kill_deadline = float("inf")
         if self._terminal is not None:
             self._terminal.take_back()
         self._end_group()
