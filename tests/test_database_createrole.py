@@ -1,9 +1,12 @@
 """An admin user with CREATEROLE instead of SUPERUSER, on the session's cluster.
 
 The default revoke runs `REASSIGN OWNED BY` the user, which PostgreSQL
-allows only to members of the user's role. A CREATEROLE admin is not a
-member of the roles it creates unless the creation statements grant the
-membership: `GRANT "{{name}}" TO CURRENT_USER`.
+allows only to members of the user's role. On the session's cluster
+(PostgreSQL 15) a CREATEROLE admin is not a member of the roles it creates
+unless the creation statements grant the membership:
+`GRANT "{{name}}" TO CURRENT_USER`. tests/test_database_pg_versions.py runs
+these cases on PostgreSQL 16 and 18. There the admin's own grant has ADMIN
+only, so the same statement is needed.
 """
 
 from __future__ import annotations
