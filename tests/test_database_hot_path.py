@@ -59,6 +59,44 @@ def test_failed_statement_creates_nothing(mount: Mount, pg_cluster: Cluster) -> 
     assert mount.storage.list("database/live/") == []
 
 
+def test_taken_name_keeps_other_role(mount: Mount, pg_cluster: Cluster) -> None:
+    """A mint whose generated name exists fails and leaves that role as it was."""
+    configure(mount, pg_cluster, username_template="taken-{{.RoleName}}")
+    add_role(mount)
+    with connect(pg_cluster) as conn:
+        conn.execute('DROP ROLE IF EXISTS "taken-demo-readonly"')
+        conn.execute("CREATE ROLE \"taken-demo-readonly\" LOGIN PASSWORD 'kept'")
+
+    with pytest.raises(LogicalError, match="already exists"):
+        mount.creds("demo-readonly", "dev")
+
+    query = "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'taken-demo-readonly'"
+    assert fetch_one(pg_cluster, query) == (True,)
+    assert mount.storage.list("wal/") == []
+    with connect(pg_cluster) as conn:
+        conn.execute('DROP ROLE "taken-demo-readonly"')
+
+
+def test_repeated_name_keeps_first_lease(mount: Mount, pg_cluster: Cluster) -> None:
+    """A template without randomness fails the second mint, not the first lease."""
+    configure(mount, pg_cluster, username_template="fixed-{{.RoleName}}")
+    add_role(mount)
+    first = mount.creds("demo-readonly", "dev")
+
+    with pytest.raises(LogicalError, match="already exists"):
+        mount.creds("demo-readonly", "dev")
+
+    with login(pg_cluster, first.data) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (
+            "fixed-demo-readonly",
+        )
+    assert mount.storage.list("database/live/pg/") == ["fixed-demo-readonly"]
+    assert mount.storage.list("wal/") == []
+    assert first.secret is not None
+    mount.revoke(first.secret)
+    assert not role_exists(pg_cluster, "fixed-demo-readonly")
+
+
 def test_trailing_comment_keeps_next_statement(
     mount: Mount, pg_cluster: Cluster
 ) -> None:

@@ -143,10 +143,13 @@ class _CredsHandler:
         wal = self.backend.submit(
             put_wal, request.storage, WAL_KIND_CREDS, _rollback_data(mint)
         )
+        commit_sent = False
 
         def before_commit() -> None:
+            nonlocal commit_sent
             wal.result()
             _raise_if_cancelled(request)
+            commit_sent = True
 
         try:
             self._create(request, mint, secret.result(), issued, before_commit)
@@ -162,7 +165,9 @@ class _CredsHandler:
                 err,
             )
             if wal.exception() is None:
-                self._roll_back(request, mint, wal.result())
+                self._clean_up_failed_mint(
+                    request, mint, wal.result(), commit_sent=commit_sent
+                )
             raise
         # The live record and the end of the WAL entry wait until after the
         # response. If the process dies before the record is written, the
@@ -246,6 +251,21 @@ class _CredsHandler:
             ttl=mint.ttl,
             max_ttl=mint.max_ttl,
         )
+
+    def _clean_up_failed_mint(
+        self, request: Request, mint: Mint, wal_id: str, *, commit_sent: bool
+    ) -> None:
+        """Drop the user of a failed mint if it may exist, and delete its WAL entry.
+
+        A failure before the COMMIT rolled the transaction back, so the user
+        does not exist. A role of that name that exists then belongs to
+        someone else, such as another lease whose name the username_template
+        repeated, and is left alone.
+        """
+        if commit_sent:
+            self._roll_back(request, mint, wal_id)
+        else:
+            delete_wal(request.storage, wal_id)
 
     def _roll_back(self, request: Request, mint: Mint, wal_id: str) -> None:
         try:
