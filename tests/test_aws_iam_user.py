@@ -315,6 +315,40 @@ def test_failed_create_rolls_back_at_once(
     assert list_wal(mount.storage) == []
 
 
+def test_taken_name_keeps_other_user(moto_server: MotoServer) -> None:
+    """A read whose generated name exists fails and leaves that user and its key."""
+    admin = moto_server.client("iam")
+    name = f"taken-{time.monotonic_ns()}"
+    admin.create_user(UserName=name)
+    key = admin.create_access_key(UserName=name)["AccessKey"]["AccessKeyId"]
+    mount = aws_mount(moto_server, username_template=name)
+    add_role(mount)
+
+    with pytest.raises(Exception, match="EntityAlreadyExists"):
+        aws_creds(mount, "demo-aws", "dev")
+
+    assert user_exists(moto_server, name)
+    listed = admin.list_access_keys(UserName=name)["AccessKeyMetadata"]
+    assert [k["AccessKeyId"] for k in listed] == [key]
+    assert list_wal(mount.storage) == []
+
+
+def test_repeated_name_keeps_first_lease(moto_server: MotoServer) -> None:
+    """A template without randomness fails the second read, not the first lease."""
+    name = f"fixed-{time.monotonic_ns()}"
+    mount = aws_mount(moto_server, username_template=name)
+    add_role(mount)
+    first = aws_creds(mount, "demo-aws", "dev")
+
+    with pytest.raises(Exception, match="EntityAlreadyExists"):
+        aws_creds(mount, "demo-aws", "dev")
+
+    assert caller_arn(moto_server, keys_of(first.data)).endswith(f":user/{name}")
+    assert list_wal(mount.storage) == []
+    revoke(mount, first.secret)
+    assert not user_exists(moto_server, name)
+
+
 def test_username_template_renders(moto_server: MotoServer) -> None:
     template = "agent-{{.Agent}}-{{.PolicyName | uppercase}}-{{random 6}}"
     mount = aws_mount(moto_server, username_template=template)

@@ -86,8 +86,21 @@ def _create(issue: Issue, plan: UserPlan, wal_id: str) -> KeyPair:
             plan.username,
             describe(err),
         )
-        _roll_back(issue, plan.username, wal_id)
+        if _name_taken(err):
+            # The user belongs to someone else, such as another lease when the
+            # username_template repeats a name, so only the WAL entry goes.
+            # NOTE: a CreateUser that botocore retried after a lost response
+            # also ends here, and that user is left to an operator.
+            delete_wal(issue.request.storage, wal_id)
+        else:
+            _roll_back(issue, plan.username, wal_id)
         raise failure(err, f"creating IAM user {plan.username!r}") from err
+
+
+def _name_taken(err: BaseException) -> bool:
+    """Return whether CreateUser failed because a user of that name exists."""
+    operation = getattr(err, "operation_name", "")
+    return operation == "CreateUser" and error_code(err) == "EntityAlreadyExists"
 
 
 def _roll_back(issue: Issue, username: str, wal_id: str) -> None:
