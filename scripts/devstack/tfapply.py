@@ -7,12 +7,13 @@ was derived from the provider's source, not compared against a provider run.
 It implements exactly the resource types, meta-arguments and expressions the
 module uses, and rejects anything else by file, line, resource and argument.
 
-Differences from Terraform: there is no refresh or diff, so every apply
+Differences from Terraform: an apply does no refresh or diff, so it
 writes every resource (the writes are idempotent), except a generic
 endpoint with `disable_read` whose arguments equal those the state file
-recorded: Terraform does not refresh those either. The state file is
-optional and stores digests instead of sensitive values. `targets` selects
-resource blocks like `-target`.
+recorded: Terraform does not refresh those either. `drift` does the
+refresh and diff of a plan for some resource types, and writes nothing.
+The state file is optional and stores digests instead of sensitive values.
+`targets` selects resource blocks like `-target`.
 """
 
 from __future__ import annotations
@@ -33,12 +34,25 @@ from devstack.tfapply_provision import (
     run_destroy_provisioners,
 )
 from devstack.tfapply_resources import RESOURCE_TYPES
+from devstack.tfapply_schema import ABSENT
 from devstack.tfapply_state import State
 from devstack.tfapply_vault import VaultClient
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "TfApplyError", "apply", "destroy", "plan"]
+__all__ = [
+    "ABSENT",
+    "NOT_DECLARED",
+    "ConfigError",
+    "TfApplyError",
+    "apply",
+    "destroy",
+    "drift",
+    "plan",
+]
+
+# Marker that `drift` lists for a recorded instance no longer declared.
+NOT_DECLARED = "(no longer declared)"
 
 
 def plan(
@@ -135,6 +149,49 @@ def destroy(
         state.save()
 
 
+def drift(
+    module_dir: Path | str,
+    variables: Mapping[str, Any],
+    vault_addr: str | None = None,
+    token: str | None = None,
+    *,
+    targets: Iterable[str] | None = None,
+    state_path: Path | str | None = None,
+) -> dict[str, list[str]]:
+    """Read back what the module declares; return what a plan would change.
+
+    This does what Terraform's refresh and plan do, for the resource types
+    whose read the applier implements (see `ResourceType.refresh`). Instances
+    of other types are not read. The result maps an instance address to the
+    arguments whose value in Vault differs, leaving out those in its
+    `ignore_changes`. A missing object lists ABSENT. With `state_path`
+    (and no `targets`), a recorded instance the configuration no longer
+    declares lists NOT_DECLARED, because a plan would delete it.
+    """
+    target_list = list(targets) if targets is not None else None
+    plan(module_dir, variables, targets=target_list)
+    client = _client(vault_addr, token)
+    state = State(Path(state_path) if state_path else None)
+    planner = _planner(module_dir, variables)
+    changes: dict[str, list[str]] = {}
+    declared = []
+    for resource in planner.order(target_list):
+        for instance in planner.expand(resource):
+            declared.append(instance.address)
+            record = state.records.get(instance.address)
+            if record is not None:
+                planner.record_applied(instance, record.computed)
+            differing = instance.type.refresh(client, instance.attrs) or []
+            ignored = resource.ignore_changes
+            differing = [name for name in differing if name not in ignored]
+            if differing:
+                changes[instance.address] = differing
+    if target_list is None:
+        for orphan in state.orphans(declared):
+            changes[orphan.address] = [NOT_DECLARED]
+    return changes
+
+
 def _planner(module_dir: Path | str, variables: Mapping[str, Any]) -> Planner:
     module = load_module(Path(module_dir))
     check_meta_blocks(module)
@@ -153,7 +210,10 @@ def _apply_instance(
 ) -> None:
     # A resource with replace_triggered_by is always written, because its
     # trigger may have been replaced while its own arguments stayed the same.
-    skippable = instance.resource.lifecycle is None
+    lifecycle = instance.resource.lifecycle
+    skippable = lifecycle is None or (
+        "replace_triggered_by" not in lifecycle.body.attributes
+    )
     if skippable and instance.type.skips_unchanged(instance.attrs):
         record = state.unchanged(instance)
         if record is not None:

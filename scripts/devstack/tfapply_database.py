@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from devstack.tfapply_errors import ConfigError
-from devstack.tfapply_schema import Arg, Attrs, BlockSchema, PathResource, require_known
+from devstack.tfapply_schema import (
+    ABSENT,
+    Arg,
+    Attrs,
+    BlockSchema,
+    PathResource,
+    require_known,
+)
+from devstack.tfapply_vault import VaultClient
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,16 @@ POSTGRESQL_BLOCK = BlockSchema(
         "private_key": Arg("string", sensitive=True),
         "password_authentication": Arg("string", default="password"),
     }
+)
+
+
+# Fields of the read that `DatabaseConnection.refresh` compares: top-level
+# ones with the resource's arguments, connection_details ones with the block.
+REFRESHED_ARGUMENTS = ("allowed_roles", "password_policy")
+REFRESHED_POSTGRESQL_FIELDS = (
+    "username",
+    "max_open_connections",
+    "password_authentication",
 )
 
 
@@ -63,6 +81,32 @@ class DatabaseConnection(PathResource):
         self, attrs: Attrs, *, create: bool, sensitive_changed: frozenset[str]
     ) -> dict[str, Any]:
         return connection_payload(attrs, sensitive_changed)
+
+    def refresh(self, client: VaultClient, attrs: Attrs) -> list[str] | None:
+        """Compare the arguments vault-config sets, and password_policy.
+
+        The provider's Read (`databaseSecretBackendConnectionRead`) sets
+        these from the response. As in the plugin SDK, a null argument
+        equals the type's zero value ("" or []).
+        NOTE: the other arguments the provider reads back are not compared.
+        """
+        response = client.read(connection_path(attrs))
+        if response is None:
+            return [ABSENT]
+        data = response.get("data") or {}
+        details = data.get("connection_details") or {}
+        block = attrs.block("postgresql")
+        assert block is not None  # validate() checked it
+        configured = {name: attrs.get(name) for name in REFRESHED_ARGUMENTS}
+        stored = {name: data.get(name) for name in REFRESHED_ARGUMENTS}
+        for name in REFRESHED_POSTGRESQL_FIELDS:
+            configured[f"postgresql.{name}"] = block.get(name)
+            stored[f"postgresql.{name}"] = details.get(name)
+        return [
+            name
+            for name in configured
+            if (configured[name] or None) != (stored[name] or None)
+        ]
 
 
 def connection_path(attrs: Attrs) -> str:

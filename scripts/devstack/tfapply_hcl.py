@@ -45,6 +45,15 @@ class Block:
     location: Location
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One `validation` block of a variable: the rule and its error message."""
+
+    condition: Attribute
+    error_message: Attribute
+    location: Location
+
+
 @dataclass
 class Variable:
     name: str
@@ -53,6 +62,7 @@ class Variable:
     sensitive: bool
     nullable: bool
     location: Location
+    validations: list[Validation] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +78,8 @@ class Resource:
     depends_on: list[str] = field(default_factory=list)
     provisioners: list[Block] = field(default_factory=list)
     lifecycle: Block | None = None
+    # Argument names listed in `lifecycle { ignore_changes = [...] }`.
+    ignore_changes: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -175,8 +187,9 @@ def _variable(block: Block) -> Variable:
     (name,) = block.labels
     attrs = block.body.attributes
     unknown = set(attrs) - {"type", "default", "description", "sensitive", "nullable"}
-    if unknown or block.body.blocks:
-        extra = sorted(unknown) or [b.type for b in block.body.blocks]
+    nested = [b.type for b in block.body.blocks if b.type != "validation"]
+    if unknown or nested:
+        extra = sorted(unknown) or nested
         raise ConfigError(
             f"variable {name!r}: {', '.join(extra)} is not supported by the applier",
             block.location,
@@ -189,7 +202,19 @@ def _variable(block: Block) -> Variable:
         sensitive=_literal_bool(attrs.get("sensitive"), default=False),
         nullable=_literal_bool(attrs.get("nullable"), default=True),
         location=block.location,
+        validations=[_validation(b, name) for b in block.body.blocks],
     )
+
+
+def _validation(block: Block, variable: str) -> Validation:
+    attrs = block.body.attributes
+    if set(attrs) != {"condition", "error_message"} or block.body.blocks:
+        raise ConfigError(
+            f"variable {variable!r}: a validation block needs condition and "
+            "error_message, and takes nothing else",
+            block.location,
+        )
+    return Validation(attrs["condition"], attrs["error_message"], block.location)
 
 
 def _resource(block: Block) -> Resource:
@@ -212,6 +237,11 @@ def _resource(block: Block) -> Resource:
             resource.provisioners.append(nested)
         elif nested.type == "lifecycle":
             resource.lifecycle = nested
+            ignored = nested.body.attributes.get("ignore_changes")
+            if ignored is not None:
+                resource.ignore_changes = [
+                    _label_text(name) for name in subtrees(subtrees(ignored.expr)[0])
+                ]
         else:
             body.blocks.append(nested)
     return resource

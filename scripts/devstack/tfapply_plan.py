@@ -18,7 +18,7 @@ from lark import Token, Tree
 
 from devstack.tfapply_errors import ConfigError, ExprError
 from devstack.tfapply_expr import Context, evaluate, references
-from devstack.tfapply_hcl import Attribute, Body, Module, Resource
+from devstack.tfapply_hcl import Attribute, Body, Module, Resource, Variable
 from devstack.tfapply_resources import RESOURCE_TYPES
 from devstack.tfapply_schema import (
     Attrs,
@@ -73,8 +73,38 @@ def resolve_variables(module: Module, values: Mapping[str, Any]) -> dict[str, An
         value = convert(values[name] if given else default, spec, f"var.{name}")
         if value is None and not variable.nullable:
             raise ConfigError(f"variable {name!r} must not be null")
+        check_validations(variable, value)
         resolved[name] = value
     return resolved
+
+
+def check_validations(variable: Variable, value: Any) -> None:
+    """Raise ConfigError with the message of each validation rule `value` breaks.
+
+    As in Terraform before 1.9, a rule can refer only to its own variable.
+    Terraform 1.15 evaluates error_message even when the condition is true, so
+    a message that cannot be evaluated (a null in a template) fails here too.
+    """
+    context = Context({"var": {variable.name: value}})
+    messages = []
+    for rule in variable.validations:
+        where = f"variable {variable.name!r}: validation"
+        try:
+            satisfied = evaluate(rule.condition.expr, context)
+            message = evaluate(rule.error_message.expr, context)
+        except ExprError as err:
+            raise ConfigError(f"{where}: {err}", rule.location) from err
+        if not isinstance(satisfied, bool):
+            raise ConfigError(
+                f"{where}: condition must be true or false, not {satisfied!r}",
+                rule.location,
+            )
+        if not satisfied:
+            messages.append(f"{rule.location}: {message}")
+    if messages:
+        raise ConfigError(
+            f"invalid value for variable {variable.name!r}: " + " ".join(messages)
+        )
 
 
 class Planner:

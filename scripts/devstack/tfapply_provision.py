@@ -1,10 +1,12 @@
 """Destroy-time `local-exec` provisioners and the `lifecycle` meta-block.
 
 Only what vault-config/ needs is accepted: `local-exec` provisioners with
-`when = destroy`, and `lifecycle { replace_triggered_by = [...] }`. The
-lifecycle setting needs no action, because the applier rewrites every
-resource that has one on every apply, which is what a replacement would
-write too.
+`when = destroy`, and `lifecycle { replace_triggered_by = [...] }` and
+`lifecycle { ignore_changes = [...] }`. replace_triggered_by needs no
+action, because the applier rewrites every resource that has it on every
+apply, which is what a replacement would write too. ignore_changes is
+accepted only for arguments the resource leaves unset, which an apply
+writes as it writes any unset argument, and `tfapply.drift` skips them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from devstack.tfapply_errors import ConfigError, TfApplyError
-from devstack.tfapply_hcl import Block, Module, bare_word
+from devstack.tfapply_hcl import Block, Module, Resource, bare_word
 from devstack.tfapply_plan import Planner
+from devstack.tfapply_resources import RESOURCE_TYPES
 from devstack.tfapply_values import contains_unknown
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,27 @@ def check_meta_blocks(module: Module) -> None:
         for block in resource.provisioners:
             _check_provisioner(block, where)
         if resource.lifecycle is not None:
-            extra = set(resource.lifecycle.body.attributes) - {"replace_triggered_by"}
-            if extra or resource.lifecycle.body.blocks:
-                raise ConfigError(
-                    f"{where}: lifecycle supports only replace_triggered_by here",
-                    resource.lifecycle.location,
-                )
+            _check_lifecycle(resource, resource.lifecycle)
+
+
+def _check_lifecycle(resource: Resource, lifecycle: Block) -> None:
+    extra = set(lifecycle.body.attributes) - {"replace_triggered_by", "ignore_changes"}
+    if extra or lifecycle.body.blocks:
+        raise ConfigError(
+            f"{resource.address}: lifecycle supports only replace_triggered_by "
+            "and ignore_changes here",
+            lifecycle.location,
+        )
+    rtype = RESOURCE_TYPES.get(resource.type)
+    if rtype is None:
+        return  # the planner rejects the type by name
+    for name in resource.ignore_changes:
+        if name not in rtype.arguments or name in resource.body.attributes:
+            raise ConfigError(
+                f"{resource.address}: ignore_changes lists {name!r}: the applier "
+                "supports only arguments of the resource that it leaves unset",
+                lifecycle.location,
+            )
 
 
 def _check_provisioner(block: Block, where: str) -> None:

@@ -17,6 +17,9 @@ from devstack.tfapply_errors import ConfigError
 from devstack.tfapply_values import UNKNOWN, is_set, type_name
 from devstack.tfapply_vault import VaultClient
 
+# Marker that `ResourceType.refresh` returns for an object missing from Vault.
+ABSENT = "(absent from Vault)"
+
 
 @dataclass(frozen=True)
 class Arg:
@@ -86,6 +89,16 @@ class ResourceType(ABC):
 
     @abstractmethod
     def delete(self, client: VaultClient, attrs: Attrs) -> None: ...
+
+    def refresh(self, client: VaultClient, attrs: Attrs) -> list[str] | None:
+        """Read the object back; return the arguments whose value in Vault differs.
+
+        This is the provider's Read before a plan, reduced to the comparison
+        the plan then makes: a returned name is a change the plan would show.
+        A missing object returns [ABSENT]. None means the applier does not
+        implement the read of this type.
+        """
+        return None
 
     def skips_unchanged(self, attrs: Attrs) -> bool:
         """Return whether an apply skips the object when its arguments are unchanged.

@@ -1,5 +1,5 @@
-"""Vault system resources: plugin catalog, mounts, policies, audit devices,
-generic endpoints, and Terraform's own `terraform_data`.
+"""Vault system resources: plugin catalog, mounts, ACL and password policies,
+audit devices, generic endpoints, and Terraform's own `terraform_data`.
 
 Request bodies follow terraform-provider-vault 5.x (`resource_plugin.go`,
 `resource_mount.go`, `resource_policy.go`, `resource_audit.go`,
@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from devstack.tfapply_errors import ConfigError
 from devstack.tfapply_schema import (
+    ABSENT,
     Arg,
     Attrs,
     PathResource,
@@ -185,16 +186,38 @@ class Policy(PathResource):
         "name": Arg("string", required=True),
         "policy": Arg("string", required=True),
     }
+    # Vault path below which policies of this kind are stored, by name.
+    folder: ClassVar[str] = "sys/policies/acl"
 
     def path(self, attrs: Attrs) -> str:
         require_known(attrs, "name")
-        return f"sys/policies/acl/{attrs.get('name')}"
+        return f"{self.folder}/{attrs.get('name')}"
 
     def payload(
         self, attrs: Attrs, *, create: bool, sensitive_changed: frozenset[str]
     ) -> dict[str, Any]:
         require_known(attrs, "policy")
         return {"policy": attrs.get("policy")}
+
+
+class PasswordPolicy(Policy):
+    """`vault_password_policy`: the rules Vault generates passwords from.
+
+    The provider (`internal/vault/sys/password_policy.go`) writes `policy`
+    with PUT and reads it back as stored. Its Read fails on a missing policy,
+    where `refresh` returns [ABSENT]. Its `entropy_source` argument is not
+    implemented.
+    """
+
+    name = "vault_password_policy"
+    folder = "sys/policies/password"
+
+    def refresh(self, client: VaultClient, attrs: Attrs) -> list[str] | None:
+        response = client.read(self.path(attrs))
+        if response is None:
+            return [ABSENT]
+        stored = (response.get("data") or {}).get("policy")
+        return [] if stored == attrs.get("policy") else ["policy"]
 
 
 class Audit(ResourceType):
@@ -281,6 +304,49 @@ class GenericEndpoint(ResourceType):
             return
         require_known(attrs, "path")
         client.delete(str(attrs.get("path")))
+
+    def refresh(self, client: VaultClient, attrs: Attrs) -> list[str] | None:
+        """Compare the path's fields as the provider's Read and plan do.
+
+        With ignore_absent_fields, only the fields of data_json that the read
+        returns are compared. Without it, every field of the read is.
+        """
+        if attrs.get("disable_read"):
+            return []  # the provider never reads it, so it reports no drift
+        require_known(attrs, "path", "data_json")
+        response = client.read(str(attrs.get("path")))
+        if response is None:
+            return [ABSENT]
+        stored = response.get("data") or {}
+        configured = _data(attrs)
+        if attrs.get("ignore_absent_fields"):
+            names = [name for name in configured if name in stored]
+        else:
+            names = sorted(set(configured) | set(stored))
+        return [
+            f"data_json.{name}"
+            for name in sorted(names)
+            if _go_json(configured.get(name)) != _go_json(stored.get(name))
+        ]
+
+
+def _go_json(value: Any) -> str:
+    """Return `value` as JSON text after a round trip through Go's interface{}.
+
+    Go's encoding/json decodes every number to float64, so 1 and 1.0 are the
+    same value, while true stays apart from 1.
+    """
+
+    def floats(item: Any) -> Any:
+        if isinstance(item, int) and not isinstance(item, bool):
+            return float(item)
+        if isinstance(item, dict):
+            return {key: floats(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [floats(inner) for inner in item]
+        return item
+
+    return json.dumps(floats(value), sort_keys=True)
 
 
 def _data(attrs: Attrs) -> dict[str, Any]:
