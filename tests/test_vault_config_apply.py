@@ -9,6 +9,7 @@ key whose public half is configured as `jwt_validation_pubkeys`.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -279,3 +280,56 @@ def test_destroy_then_reapply(
     apply_jwt(vault, values, state)
     token, _ = sign(signing_key, "dev")
     assert login(vault, "dev", token)["policies"] == ["agent-dev", "default"]
+
+
+POLICY_TARGETS = ["vault_password_policy.postgres"]
+LOWER24 = 'length = 24\nrule "charset" {\n  charset = "abcdefghijklmnopqrstuvwxyz"\n}\n'
+DIGITS12 = 'length = 12\nrule "charset" {\n  charset = "0123456789"\n}\n'
+
+
+def generated_password(vault: VaultClient, policy: str) -> str:
+    response = vault.read(f"sys/policies/password/{policy}/generate")
+    assert response is not None
+    return str(response["data"]["password"])
+
+
+def test_password_policy_written_and_refreshed(
+    vault: VaultClient, signing_key: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    values = jwt_variables(signing_key)
+    values["postgres"] = {
+        **values["postgres"],
+        "scram_iterations": 4096,
+        "password_policy": "pg-lower24",
+        "password_policy_rules": LOWER24,
+    }
+    address = 'vault_password_policy.postgres["pg-lower24"]'
+    path = "sys/policies/password/pg-lower24"
+    run = (MODULE, values, vault.addr, vault.token)
+    options: dict[str, Any] = {"targets": POLICY_TARGETS, "state_path": state}
+
+    tfapply.apply(*run, **options)
+    stored = vault.read(path)
+    assert stored is not None
+    assert stored["data"]["policy"] == LOWER24
+    assert re.fullmatch(r"[a-z]{24}", generated_password(vault, "pg-lower24"))
+    assert tfapply.drift(*run, **options) == {}
+
+    vault.put(path, {"policy": DIGITS12})
+    assert tfapply.drift(*run, **options) == {address: ["policy"]}
+    vault.delete(path)
+    assert tfapply.drift(*run, **options) == {address: [tfapply.ABSENT]}
+    tfapply.apply(*run, **options)
+    assert tfapply.drift(*run, **options) == {}
+
+    values["postgres"]["password_policy_rules"] = DIGITS12
+    tfapply.apply(*run, **options)
+    assert re.fullmatch(r"[0-9]{12}", generated_password(vault, "pg-lower24"))
+    assert tfapply.drift(*run, **options) == {}
+
+    # Without rules the module no longer manages the policy, so it goes.
+    values["postgres"]["password_policy_rules"] = None
+    tfapply.apply(*run, **options)
+    assert vault.read(path) is None
+    assert tfapply.drift(*run, **options) == {}

@@ -160,11 +160,166 @@ def test_plan_connection_sends_verifiers() -> None:
     assert block.get("password_authentication") == "scram-sha-256"
     scram = plan["vault_generic_endpoint.connection_scram"]
     assert scram.attrs.get("path") == "agent-creds/database/config/postgres"
-    assert json.loads(scram.attrs.get("data_json")) == {"scram_iterations": 1}
+    # "" is no policy: it clears a stored one, and the plugin reads it back.
+    assert json.loads(scram.attrs.get("data_json")) == {
+        "scram_iterations": 1,
+        "password_policy": "",
+    }
     assert scram.attrs.get("disable_delete") is True
     postgres = {**variables()["postgres"], "scram_iterations": 4096}
     chosen = planned(postgres=postgres)["vault_generic_endpoint.connection_scram"]
-    assert json.loads(chosen.attrs.get("data_json")) == {"scram_iterations": 4096}
+    assert json.loads(chosen.attrs.get("data_json")) == {
+        "scram_iterations": 4096,
+        "password_policy": "",
+    }
+
+
+POLICY_RULES = (
+    'length = 24\nrule "charset" {\n  charset = "abcdefghijklmnopqrstuvwxyz"\n}\n'
+)
+
+
+def postgres_with(**fields: Any) -> dict[str, Any]:
+    """Return the test variables' postgres object with `fields` changed."""
+    return {**variables()["postgres"], **fields}
+
+
+def test_plan_policy_and_rounds_in_one_write() -> None:
+    postgres = postgres_with(scram_iterations=4096, password_policy="pg-lower24")
+    plan = planned(postgres=postgres)
+
+    scram = plan["vault_generic_endpoint.connection_scram"]
+    assert json.loads(scram.attrs.get("data_json")) == {
+        "scram_iterations": 4096,
+        "password_policy": "pg-lower24",
+    }
+    connection = plan["vault_database_secret_backend_connection.postgres"]
+    assert connection.attrs.get("password_policy") is None
+    assert connection.resource.ignore_changes == ["password_policy"]
+    assert not any(a.startswith("vault_password_policy.") for a in plan)
+
+
+def test_plan_policy_rules_written_before_connection() -> None:
+    postgres = postgres_with(
+        scram_iterations=4096,
+        password_policy="pg-lower24",
+        password_policy_rules=POLICY_RULES,
+    )
+    plan = planned(postgres=postgres)
+
+    address = 'vault_password_policy.postgres["pg-lower24"]'
+    policy = plan[address].attrs
+    assert policy.get("name") == "pg-lower24"
+    assert policy.get("policy") == POLICY_RULES
+    order = list(plan)
+    assert order.index(address) < order.index("vault_generic_endpoint.connection_scram")
+    assert order.index(address) < order.index("terraform_data.revoke_leases_on_destroy")
+
+
+def terraform_plan_error(folder: Path, values: dict[str, Any]) -> str | None:
+    """Plan `folder` with real Terraform; return its first error detail, if any."""
+    var_file = folder.parent / "values.tfvars.json"
+    var_file.write_text(json.dumps(values))
+    result = TerraformCommand(str(folder)).plan(var_files=[str(var_file)], check=False)
+    errors = [
+        item["diagnostic"]["detail"]
+        for item in result.value
+        if isinstance(item, dict) and item.get("@level") == "error"
+    ]
+    if result.retcode == 0:
+        assert errors == []
+        return None
+    assert errors, f"terraform plan failed without a diagnostic: {result.error}"
+    return str(errors[0])
+
+
+@pytest.fixture
+def variables_only(tmp_path: Path) -> Path:
+    """Return a folder with only variables.tf, which Terraform plans offline."""
+    folder = tmp_path / "variables-only"
+    folder.mkdir()
+    shutil.copy(MODULE / "variables.tf", folder)
+    return folder
+
+
+POSTGRES_VALIDATION_CASES = [
+    ({}, None),
+    ({"password_policy": "pg-lower24", "scram_iterations": 4096}, None),
+    ({"password_policy": "pg-lower24", "scram_iterations": 100_000}, None),
+    (
+        {"password_policy": "pg-lower24", "password_policy_rules": POLICY_RULES},
+        'The postgres.password_policy "pg-lower24" needs scram_iterations of '
+        "4096 or more, not 1: set postgres.scram_iterations = 4096, or remove "
+        "password_policy to keep the plugin's 192-bit passwords.",
+    ),
+    (
+        {"password_policy": "pg-lower24", "scram_iterations": 4095},
+        "not 4095: set postgres.scram_iterations = 4096",
+    ),
+    ({"password_policy": ""}, "The postgres.password_policy is empty"),
+    (
+        {"password_policy_rules": POLICY_RULES, "scram_iterations": 4096},
+        "The postgres.password_policy_rules are set without password_policy",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), POSTGRES_VALIDATION_CASES)
+def test_postgres_validation_matches_terraform(
+    variables_only: Path, fields: dict[str, Any], message: str | None
+) -> None:
+    values = variables(postgres=postgres_with(**fields))
+
+    terraform_error = terraform_plan_error(variables_only, values)
+
+    if message is None:
+        assert terraform_error is None
+        tfapply.plan(MODULE, values)
+        return
+    assert terraform_error is not None
+    assert message in terraform_error
+    with pytest.raises(ConfigError) as caught:
+        tfapply.plan(MODULE, values)
+    assert "invalid value for variable 'postgres'" in str(caught.value)
+    assert message in str(caught.value)
+    assert "variables.tf:" in str(caught.value)
+
+
+def test_validation_message_evaluated_for_valid_value(
+    module_copy: Path, variables_only: Path
+) -> None:
+    # Terraform evaluates error_message even for a valid value, so a null in
+    # its template fails the plan. The applier must fail it the same way.
+    valid_message = "${jsonencode(var.postgres.password_policy)}"
+    for folder in (module_copy, variables_only):
+        edit(folder / "variables.tf", valid_message, "${var.postgres.password_policy}")
+
+    terraform_error = terraform_plan_error(variables_only, variables())
+
+    assert terraform_error is not None
+    assert "null value" in terraform_error
+    with pytest.raises(ConfigError, match="cannot interpolate null"):
+        planned(module_copy)
+
+
+def test_validation_block_needs_condition(module_copy: Path) -> None:
+    edit(
+        module_copy / "variables.tf",
+        '    condition     = var.postgres.password_policy != ""\n',
+        "",
+    )
+    with pytest.raises(ConfigError, match="a validation block needs condition"):
+        planned(module_copy)
+
+
+def test_ignore_changes_of_set_argument_rejected(module_copy: Path) -> None:
+    edit(
+        module_copy / "database.tf",
+        "ignore_changes = [password_policy]",
+        "ignore_changes = [allowed_roles]",
+    )
+    with pytest.raises(ConfigError, match="ignore_changes lists 'allowed_roles'"):
+        planned(module_copy)
 
 
 def test_plan_leaves_accessor_unknown() -> None:

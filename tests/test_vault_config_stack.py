@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -29,7 +31,7 @@ from devstack import openbao, plugin, procs, tfapply
 from devstack.tfapply_errors import ConfigError, TfApplyError
 from devstack.tfapply_vault import VaultClient
 from tests.support.postgres import Cluster, connect, stored_password
-from tests.test_vault_config_apply import jwt_variables, login, sign
+from tests.test_vault_config_apply import LOWER24, jwt_variables, login, sign
 from tests.test_vault_config_plan import MODULE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +134,18 @@ def role_exists(cluster: Cluster, username: str) -> bool:
         return row.fetchone() is not None
 
 
+def login_works(creds: dict[str, Any]) -> bool:
+    with psycopg.connect(
+        host=creds["host"],
+        port=creds["port"],
+        dbname=creds["database"],
+        user=creds["username"],
+        password=creds["password"],
+    ) as conn:
+        row = conn.execute("SELECT current_user").fetchone()
+        return row == (creds["username"],)
+
+
 def test_apply_configures_plugin_mount(stack: Stack) -> None:
     vault, variables = stack.vault, stack.variables
 
@@ -181,14 +195,7 @@ def test_minted_user_gone_after_destroy(stack: Stack, pg_cluster: Cluster) -> No
     vault, variables, key = stack.vault, stack.variables, stack.key
     tfapply.apply(MODULE, variables, vault.addr, vault.token)
     creds = mint(vault, key)["data"]
-    with psycopg.connect(
-        host=creds["host"],
-        port=creds["port"],
-        dbname=creds["database"],
-        user=creds["username"],
-        password=creds["password"],
-    ) as conn:
-        assert conn.execute("SELECT current_user").fetchone() == (creds["username"],)
+    assert login_works(creds)
 
     tfapply.destroy(MODULE, variables, vault.addr, vault.token)
 
@@ -345,3 +352,125 @@ def test_scram_iterations_follow_variable(stack: Stack, pg_cluster: Cluster) -> 
 
     tfapply.destroy(MODULE, variables, vault.addr, vault.token)
     assert vault.read(path) is None
+
+
+CONFIG_PATH = "agent-creds/database/config/postgres"
+# Passwords of LOWER24. The plugin's own passwords are 32 characters long and
+# always contain an uppercase letter and a "-", so they never match.
+LOWER24_PASSWORD = re.compile(r"[a-z]{24}")
+# The postgres fields that make the module write LOWER24 as the policy.
+WITH_LOWER24 = {
+    "scram_iterations": 4096,
+    "password_policy": "pg-lower24",
+    "password_policy_rules": LOWER24,
+}
+
+
+def stored_config(vault: VaultClient) -> dict[str, Any]:
+    config = vault.read(CONFIG_PATH)
+    assert config is not None
+    data: dict[str, Any] = config["data"]
+    return data
+
+
+def test_policy_added_and_removed(
+    stack: Stack, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    vault, variables, key = stack.vault, stack.variables, stack.key
+    run = (MODULE, variables, vault.addr, vault.token)
+    state = tmp_path / "state.json"
+
+    tfapply.apply(*run, state_path=state)
+    assert tfapply.drift(*run, state_path=state) == {}
+
+    variables["postgres"] |= WITH_LOWER24
+    tfapply.apply(*run, state_path=state)
+
+    config = stored_config(vault)
+    assert config["password_policy"] == "pg-lower24"
+    assert config["scram_iterations"] == 4096
+    creds = mint(vault, key)["data"]
+    assert LOWER24_PASSWORD.fullmatch(creds["password"])
+    assert login_works(creds)
+    verifier = stored_password(pg_cluster, creds["username"])
+    assert verifier.startswith("SCRAM-SHA-256$4096:")
+    assert tfapply.drift(*run, state_path=state) == {}
+
+    variables["postgres"] |= {
+        "scram_iterations": 1,
+        "password_policy": None,
+        "password_policy_rules": None,
+    }
+    tfapply.apply(*run, state_path=state)
+
+    config = stored_config(vault)
+    assert config["password_policy"] == ""
+    assert config["scram_iterations"] == 1
+    assert vault.read("sys/policies/password/pg-lower24") is None
+    creds = mint(vault, key)["data"]
+    assert len(creds["password"]) == 32
+    assert not LOWER24_PASSWORD.fullmatch(creds["password"])
+    assert login_works(creds)
+    verifier = stored_password(pg_cluster, creds["username"])
+    assert verifier.startswith("SCRAM-SHA-256$1:")
+    assert tfapply.drift(*run, state_path=state) == {}
+
+
+def test_drift_shows_policy_changed_in_vault(stack: Stack, tmp_path: Path) -> None:
+    vault, variables = stack.vault, stack.variables
+    state = tmp_path / "state.json"
+    variables["postgres"] |= WITH_LOWER24
+    tfapply.apply(MODULE, variables, vault.addr, vault.token, state_path=state)
+
+    vault.write(CONFIG_PATH, {"password_policy": ""})
+
+    # The typed connection reads the cleared policy too, but its
+    # ignore_changes leaves password_policy out.
+    drifted = tfapply.drift(
+        MODULE, variables, vault.addr, vault.token, state_path=state
+    )
+    assert drifted == {
+        "vault_generic_endpoint.connection_scram": ["data_json.password_policy"]
+    }
+
+
+def test_drift_without_ignore_changes_shows_policy(
+    stack: Stack, tmp_path: Path
+) -> None:
+    vault, variables = stack.vault, stack.variables
+    module = tmp_path / "vault-config"
+    shutil.copytree(MODULE, module)
+    database_tf = module / "database.tf"
+    lifecycle = "  lifecycle {\n    ignore_changes = [password_policy]\n  }\n"
+    assert lifecycle in database_tf.read_text()
+    database_tf.write_text(database_tf.read_text().replace(lifecycle, ""))
+    variables["postgres"] |= WITH_LOWER24
+
+    tfapply.apply(module, variables, vault.addr, vault.token)
+
+    drifted = tfapply.drift(module, variables, vault.addr, vault.token)
+    assert drifted == {
+        "vault_database_secret_backend_connection.postgres": ["password_policy"]
+    }
+
+
+def test_policy_managed_elsewhere_is_kept(stack: Stack, tmp_path: Path) -> None:
+    vault, variables, key = stack.vault, stack.variables, stack.key
+    state = tmp_path / "state.json"
+    policy_path = "sys/policies/password/pg-external"
+    variables["postgres"] |= {
+        "scram_iterations": 4096,
+        "password_policy": "pg-external",
+    }
+
+    with pytest.raises(TfApplyError, match="invalid password_policy"):
+        tfapply.apply(MODULE, variables, vault.addr, vault.token, state_path=state)
+
+    vault.put(policy_path, {"policy": LOWER24})
+    tfapply.apply(MODULE, variables, vault.addr, vault.token, state_path=state)
+    assert LOWER24_PASSWORD.fullmatch(mint(vault, key)["data"]["password"])
+
+    variables["postgres"] |= {"scram_iterations": 1, "password_policy": None}
+    tfapply.apply(MODULE, variables, vault.addr, vault.token, state_path=state)
+    assert stored_config(vault)["password_policy"] == ""
+    assert vault.read(policy_path) is not None

@@ -7,6 +7,18 @@ locals {
     for role in keys(var.database_roles) :
     role => sort([for name, agent in var.agents : name if contains(agent.roles, role)])
   }
+
+  # The plugin reads an empty password_policy as none, so "" clears a stored
+  # policy. Its read then returns "", which keeps the refresh free of drift.
+  postgres_password_policy = var.postgres.password_policy == null ? "" : var.postgres.password_policy
+}
+
+# Rules of var.postgres.password_policy, when the module manages them.
+resource "vault_password_policy" "postgres" {
+  for_each = var.postgres.password_policy_rules == null ? {} : { (var.postgres.password_policy) = var.postgres.password_policy_rules }
+
+  name   = each.key
+  policy = each.value
 }
 
 resource "vault_database_secret_backend_connection" "postgres" {
@@ -23,19 +35,37 @@ resource "vault_database_secret_backend_connection" "postgres" {
     # The password never reaches the server, only its verifier.
     password_authentication = "scram-sha-256"
   }
+
+  # connection_scram writes password_policy. The provider reads the field
+  # back into this resource too, so without this every plan would show it
+  # being removed from the connection.
+  lifecycle {
+    ignore_changes = [password_policy]
+  }
 }
 
 # The typed connection resource cannot send scram_iterations, a field the
 # plugin adds to Vault's API. The plugin merges a config update with the
-# stored config, so this second write on the same path sets only that field.
-# It runs again whenever the typed connection changes.
+# stored config, so this second write on the same path sets only that field
+# and password_policy. It runs again whenever the typed connection changes.
+# The plugin rejects a policy while the stored count is below 4096, so both
+# go in one request. Sent by the typed connection, which is written first,
+# the policy would arrive before the new count.
 resource "vault_generic_endpoint" "connection_scram" {
-  path                 = "${local.database_backend}/config/${var.postgres.connection_name}"
-  data_json            = jsonencode({ scram_iterations = var.postgres.scram_iterations })
+  path = "${local.database_backend}/config/${var.postgres.connection_name}"
+  data_json = jsonencode({
+    scram_iterations = var.postgres.scram_iterations
+    password_policy  = local.postgres_password_policy
+  })
   ignore_absent_fields = true
   disable_delete       = true
 
-  depends_on = [vault_database_secret_backend_connection.postgres]
+  # With verify_connection, the plugin generates one password from the
+  # policy at each write of the config, so the policy must exist first.
+  depends_on = [
+    vault_database_secret_backend_connection.postgres,
+    vault_password_policy.postgres,
+  ]
 
   lifecycle {
     replace_triggered_by = [vault_database_secret_backend_connection.postgres]

@@ -3,7 +3,9 @@
 # this resource before everything it depends on, so its provisioner revokes
 # every lease of the mount, database/ and aws/ alike (synchronously: each
 # plugin revoke finishes), while the connections, roles and keys still
-# exist. VAULT_ADDR and VAULT_TOKEN come from Terraform's own environment.
+# exist. The connection's password policy stays until then too, so a destroy
+# that stops at a failed revoke leaves a connection that can still mint.
+# VAULT_ADDR and VAULT_TOKEN come from Terraform's own environment.
 resource "terraform_data" "revoke_leases_on_destroy" {
   input = {
     prefix    = "${vault_mount.agent_creds.path}/"
@@ -12,6 +14,7 @@ resource "terraform_data" "revoke_leases_on_destroy" {
 
   depends_on = [
     vault_database_secret_backend_connection.postgres,
+    vault_password_policy.postgres,
     vault_database_secret_backend_role.role,
     vault_generic_endpoint.role_agents,
     vault_generic_endpoint.identity_config,

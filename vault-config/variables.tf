@@ -96,19 +96,42 @@ variable "postgres" {
     only as SCRAM-SHA-256 verifiers of scram_iterations PBKDF2 rounds, from
     1 to 100000; 1 suits the plugin's own 192-bit passwords and skips
     PostgreSQL's 4096 rounds at each CREATE ROLE and login. Use 4096 where
-    agents use pgjdbc before 42.7.4, which rejects fewer rounds, and 4096 or
-    more, applied before the policy, with a password policy.
+    agents use pgjdbc before 42.7.4, which rejects fewer rounds.
+    password_policy names the Vault password policy
+    (sys/policies/password/NAME) that generates new users' passwords and
+    the administrator's at rotate-root; null (the default) keeps the
+    plugin's own passwords. A policy needs scram_iterations of 4096 or
+    more. With password_policy_rules, the module writes those rules as that
+    policy; without, the policy must exist before the apply.
   EOT
   type = object({
-    connection_name      = optional(string, "postgres")
-    host                 = string
-    port                 = optional(number, 5432)
-    database             = string
-    username             = string
-    sslmode              = optional(string, "prefer")
-    max_open_connections = optional(number, 4)
-    scram_iterations     = optional(number, 1)
+    connection_name       = optional(string, "postgres")
+    host                  = string
+    port                  = optional(number, 5432)
+    database              = string
+    username              = string
+    sslmode               = optional(string, "prefer")
+    max_open_connections  = optional(number, 4)
+    scram_iterations      = optional(number, 1)
+    password_policy       = optional(string)
+    password_policy_rules = optional(string)
   })
+
+  validation {
+    condition     = var.postgres.password_policy != ""
+    error_message = "The postgres.password_policy is empty: give the name of a Vault password policy, or null for the plugin's own passwords."
+  }
+
+  # The plugin rejects the same combination, but only when the apply writes it.
+  validation {
+    condition     = var.postgres.password_policy == null || var.postgres.scram_iterations >= 4096
+    error_message = "The postgres.password_policy ${jsonencode(var.postgres.password_policy)} needs scram_iterations of 4096 or more, not ${var.postgres.scram_iterations}: set postgres.scram_iterations = 4096, or remove password_policy to keep the plugin's 192-bit passwords."
+  }
+
+  validation {
+    condition     = var.postgres.password_policy_rules == null || var.postgres.password_policy != null
+    error_message = "The postgres.password_policy_rules are set without password_policy: set password_policy to the name the module stores the rules under."
+  }
 }
 
 variable "postgres_password" {

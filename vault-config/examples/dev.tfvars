@@ -21,6 +21,18 @@ postgres = {
   database = "demo"
   username = "vault_admin"
   sslmode  = "disable"
+
+  # To generate passwords from a Vault password policy, which needs 4096
+  # rounds or more, add these (without password_policy_rules, the policy
+  # must already exist):
+  # scram_iterations      = 4096
+  # password_policy       = "agent-bridge-postgres"
+  # password_policy_rules = <<-EOT
+  #   length = 32
+  #   rule "charset" {
+  #     charset = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+  #   }
+  # EOT
 }
 
 database_roles = {
