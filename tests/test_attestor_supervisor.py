@@ -122,6 +122,24 @@ def test_killed_worker_is_restarted(supervised: Supervised) -> None:
     assert "exited (killed by signal 9); restarting it" in supervised.log.read_text()
 
 
+def test_stop_and_continue_keeps_serving(supervised: Supervised) -> None:
+    # Stopped for longer than each process's signal wait (0.5 s in the
+    # supervisor, 1 s in the workers), then continued, as `kill -STOP` and
+    # `kill -CONT` or a debugger do.
+    processes = [supervised.process.pid, *children_of(supervised.process.pid)]
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(1.5)
+    for pid in processes:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(1.0)
+
+    assert supervised.process.poll() is None
+    assert children_of(supervised.process.pid) == set(processes[1:])
+    assert supervised.agents_seen(5) == {"operator"}
+    assert "stopping" not in supervised.log.read_text()
+
+
 def test_sigterm_stops_all_and_removes_socket(supervised: Supervised) -> None:
     workers = children_of(supervised.process.pid)
 

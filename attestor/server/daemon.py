@@ -196,7 +196,13 @@ def block_control_signals() -> None:
 def wait_for_signal(timeout: float) -> int | None:
     """Return the next control signal, or None after `timeout` seconds."""
     info = signal.sigtimedwait(_CONTROL_SIGNALS, timeout)
-    return None if info is None else info.si_signo
+    # When SIGSTOP and SIGCONT interrupt the wait after its timeout passed,
+    # CPython returns an uninitialised siginfo with an arbitrary si_signo
+    # (seen with 3.11.7), and no signal was taken. Any value but a control
+    # signal is ignored, so a stopped and continued daemon keeps running.
+    if info is None or info.si_signo not in _CONTROL_SIGNALS:
+        return None
+    return info.si_signo
 
 
 def _policy(config: Config) -> Policy:
