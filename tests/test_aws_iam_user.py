@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from plugin.aws import secret_access_keys
+from plugin.aws import client, secret_access_keys
 from plugin.aws.client import KeyPair
 from plugin.aws.errors import AwsUnavailableError, RequestCancelledError
 from plugin.framework.wal import WAL_PREFIX, list_wal
@@ -347,6 +350,31 @@ def test_repeated_name_keeps_first_lease(moto_server: MotoServer) -> None:
     assert list_wal(mount.storage) == []
     revoke(mount, first.secret)
     assert not user_exists(moto_server, name)
+
+
+def test_retried_create_deletes_own_user(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CreateUser retried after a lost response deletes the user it created."""
+    monkeypatch.setattr(client, "READ_TIMEOUT", 1)
+    name = f"retried-{time.monotonic_ns()}"
+    mount = aws_mount(moto_server, username_template=name)
+    add_role(mount)
+    # A stopped moto receives the first CreateUser but responds only after
+    # botocore gave up on it and sent the retry.
+    os.kill(moto_server.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(aws_creds, mount, "demo-aws", "dev")
+            time.sleep(1.5)
+            os.kill(moto_server.pid, signal.SIGCONT)
+            with pytest.raises(Exception, match="EntityAlreadyExists"):
+                reading.result(30)
+    finally:
+        os.kill(moto_server.pid, signal.SIGCONT)
+
+    assert not user_exists(moto_server, name)
+    assert list_wal(mount.storage) == []
 
 
 def test_username_template_renders(moto_server: MotoServer) -> None:

@@ -89,8 +89,6 @@ def _create(issue: Issue, plan: UserPlan, wal_id: str) -> KeyPair:
         if _name_taken(err):
             # The user belongs to someone else, such as another lease when the
             # username_template repeats a name, so only the WAL entry goes.
-            # NOTE: a CreateUser that botocore retried after a lost response
-            # also ends here, and that user is left to an operator.
             delete_wal(issue.request.storage, wal_id)
         else:
             _roll_back(issue, plan.username, wal_id)
@@ -98,9 +96,17 @@ def _create(issue: Issue, plan: UserPlan, wal_id: str) -> KeyPair:
 
 
 def _name_taken(err: BaseException) -> bool:
-    """Return whether CreateUser failed because a user of that name exists."""
+    """Return whether a user of the name existed before this read's CreateUser.
+
+    Only a first attempt proves it. botocore retries a CreateUser whose
+    response was lost, and the user that the lost attempt created then
+    fails the retry with EntityAlreadyExists too.
+    """
     operation = getattr(err, "operation_name", "")
-    return operation == "CreateUser" and error_code(err) == "EntityAlreadyExists"
+    if operation != "CreateUser" or error_code(err) != "EntityAlreadyExists":
+        return False
+    response = getattr(err, "response", {})
+    return int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) == 0
 
 
 def _roll_back(issue: Issue, username: str, wal_id: str) -> None:
