@@ -7,11 +7,14 @@ behaviours against the real stack are in test_agent_exec_stack.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -300,6 +303,34 @@ def test_vault_down_is_unavailable(fakes: Fakes) -> None:
     )
     assert result.returncode == 69
     assert "cannot reach Vault at http://127.0.0.1:9" in result.stderr
+
+
+def test_malformed_vault_response_is_unavailable(fakes: Fakes) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    addr = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        result = fakes.run(
+            "--role", "demo-readonly", "--vault-addr", addr, "--", "true"
+        )
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        listener.close()
+        thread.join(timeout=5)
+    assert result.returncode == 69, result.stderr
+    assert f"cannot reach Vault at {addr}" in result.stderr
+    assert "invalid Content-Length header 'abc'" in result.stderr
+    assert "internal error" not in result.stderr
 
 
 def test_revocation_failure_wins(fakes: Fakes) -> None:

@@ -659,6 +659,112 @@ def test_http_unreachable_server() -> None:
         connection.request("GET", "/", {}, None)
 
 
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\n{}", "malformed status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}", "invalid Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n{}", "invalid Content-Length"),
+        (CHUNKED + b"zz\r\n{}\r\n0\r\n\r\n", "invalid chunk size"),
+        (CHUNKED + b"-2\r\n{}\r\n0\r\n\r\n", "invalid chunk size"),
+    ],
+)
+def test_http_rejects_malformed_response(response: bytes, message: str) -> None:
+    with raw_server([response]) as (url, _):
+        connection = HttpConnection(url)
+        with pytest.raises(HttpError, match=message):
+            connection.request("GET", "/", {}, None)
+        connection.close()
+
+
+@contextmanager
+def answering_server(
+    response: bytes, byte_interval: float = 0.0
+) -> Iterator[tuple[str, list[bytes]]]:
+    """Read each request on every connection and send `response` to it.
+
+    With `byte_interval` above 0 the response goes out one byte per that many
+    seconds. An empty `response` leaves every request unanswered.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while request := conn.recv(65536):
+                received.append(request)
+                if not response:
+                    stop.wait()
+                    return
+                if not byte_interval:
+                    conn.sendall(response)
+                    continue
+                for byte in response:
+                    if stop.wait(byte_interval):
+                        return
+                    conn.sendall(bytes([byte]))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        stop.set()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_http_malformed_response_not_resent() -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}"
+    with answering_server(response) as (url, received):
+        connection = HttpConnection(url)
+        connection.connect()  # the first request then counts as a reused connection
+        with pytest.raises(HttpError, match="invalid Content-Length"):
+            connection.request("POST", "/v1/auth/jwt/login", {}, b"{}")
+        connection.close()
+    assert len(received) == 1
+
+
+def test_http_slow_response_times_out() -> None:
+    # 40 bytes at 0.2 s each would take 8 s, each byte well within the timeout.
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with answering_server(response, byte_interval=0.2) as (url, received):
+        connection = HttpConnection(url, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(HttpError, match="failed"):
+            connection.request("GET", "/", {}, None)
+        elapsed = time.monotonic() - started
+        connection.close()
+    assert elapsed < 2.0
+    assert len(received) == 1
+
+
+def test_http_timeout_not_resent() -> None:
+    # After connect(), the first request counts as sent on a reused
+    # connection, which a closed connection would make agent-exec send again.
+    with answering_server(b"") as (url, received):
+        connection = HttpConnection(url, timeout=0.5)
+        connection.connect()
+        started = time.monotonic()
+        with pytest.raises(HttpError, match="timed out"):
+            connection.request("POST", "/v1/auth/jwt/login", {}, b"{}")
+        elapsed = time.monotonic() - started
+        connection.close()
+    assert elapsed < 0.9
+    assert len(received) == 1
+
+
 def test_http_rejects_bad_address() -> None:
     with pytest.raises(HttpError, match="invalid Vault address"):
         HttpConnection("127.0.0.1:8200")

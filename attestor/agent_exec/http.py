@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
+HEX_DIGITS = b"0123456789abcdefABCDEF"
 # Go's net/http server closes idle connections after a while (Vault: 5 min by
 # default); reconnecting before reuse is cheaper than recovering a failed send.
 MAX_IDLE = 30.0
@@ -32,6 +33,10 @@ MAX_IDLE = 30.0
 
 class HttpError(Exception):
     """The server could not be reached or sent a malformed response."""
+
+
+class ClosedBeforeResponseError(HttpError):
+    """The server closed the connection before the response began."""
 
 
 class HttpResponse:
@@ -48,6 +53,8 @@ class HttpResponse:
 class HttpConnection:
     """One keep-alive connection to `base_url` (http or https), not thread-safe.
 
+    Each response must arrive in full within `timeout` seconds of the end of
+    its request, so a server that sends bytes slowly cannot stretch a wait.
     It uses `_socket`, because `socket` itself imports `enum` and
     `selectors`, which add about 6 ms to agent-exec's start-up.
     """
@@ -69,6 +76,8 @@ class HttpConnection:
         self._sock: _socket.socket | None = None
         self._buffer = b""
         self._last_used = 0.0
+        # When the response being read must be complete, in time.monotonic().
+        self._deadline = 0.0
 
     def connect(self) -> None:
         """Open the connection now, so that the first request does not wait for it."""
@@ -119,7 +128,7 @@ class HttpConnection:
         try:
             return self._read_response(method)
         except (OSError, HttpError) as err:
-            self._give_up_unless(reused, method, path, err)
+            self._give_up_unless(reused and _may_be_stale(err), method, path, err)
         self._resend(method, path, message)
         try:
             return self._read_response(method)
@@ -156,6 +165,7 @@ class HttpConnection:
         sock.sendall(message)
 
     def _read_response(self, method: str) -> HttpResponse:
+        self._deadline = time.monotonic() + self.timeout
         status, response_headers = self._read_head()
         payload = self._read_body(method, status, response_headers)
         if response_headers.get("connection", "").lower() == "close":
@@ -180,7 +190,11 @@ class HttpConnection:
         head = self._read_until(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[0].startswith("HTTP/1."):
+        if (
+            len(fields) < 2
+            or not fields[0].startswith("HTTP/1.")
+            or not _is_digits(fields[1], 3)
+        ):
             raise HttpError(f"malformed status line {status_line[:80]!r}")
         headers = {}
         for line in header_lines:
@@ -194,7 +208,10 @@ class HttpConnection:
         if headers.get("transfer-encoding", "").lower() == "chunked":
             return self._read_chunked()
         if "content-length" in headers:
-            length = int(headers["content-length"])
+            value = headers["content-length"]
+            if not _is_digits(value):
+                raise HttpError(f"invalid Content-Length header {value[:40]!r}")
+            length = int(value)
             if length > MAX_BODY:
                 raise HttpError(f"response body of {length} bytes is too large")
             return self._read_exact(length)
@@ -207,8 +224,10 @@ class HttpConnection:
         parts: list[bytes] = []
         total = 0
         while True:
-            size_line = self._read_until(b"\r\n").split(b";", 1)[0]
-            size = int(size_line.strip(), 16)
+            size_line = self._read_until(b"\r\n").split(b";", 1)[0].strip()
+            if not size_line or size_line.strip(HEX_DIGITS):
+                raise HttpError(f"invalid chunk size {size_line[:40]!r}")
+            size = int(size_line, 16)
             if size == 0:
                 self._read_until(b"\r\n")  # the empty trailer
                 return b"".join(parts)
@@ -233,18 +252,42 @@ class HttpConnection:
         return data
 
     def _read_to_close(self) -> bytes:
-        assert self._sock is not None
         parts = []
-        while chunk := self._sock.recv(65536):
+        while chunk := self._receive():
             parts.append(chunk)
         return b"".join(parts)
 
     def _fill(self) -> None:
-        assert self._sock is not None
-        chunk = self._sock.recv(65536)
+        chunk = self._receive()
         if not chunk:
-            raise HttpError("connection closed by the server before the response")
+            raise ClosedBeforeResponseError(
+                "connection closed by the server before the response"
+            )
         self._buffer += chunk
+
+    def _receive(self) -> bytes:
+        assert self._sock is not None
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no complete response within {self.timeout:g} s")
+        self._sock.settimeout(remaining)
+        return self._sock.recv(65536)
+
+
+def _may_be_stale(err: Exception) -> bool:
+    """Tell whether `err` may come from a kept-alive connection the server closed.
+
+    A timeout or a malformed response means that the server has the request
+    and may act on it, so sending it again could mint a second lease.
+    """
+    if isinstance(err, TimeoutError):
+        return False
+    return isinstance(err, OSError | ClosedBeforeResponseError)
+
+
+def _is_digits(text: str, count: int = 0) -> bool:
+    """Tell whether `text` is ASCII digits only, `count` of them if given."""
+    return text.isascii() and text.isdigit() and (not count or len(text) == count)
 
 
 def _failure(method: str, url: str, err: Exception) -> HttpError:
