@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
-from plugin.framework import put_wal
-from plugin.logical import LogicalError, Operation
+from plugin.framework import InMemoryStorage, put_wal
+from plugin.logical import BadRequestError, LogicalError, Operation
 from tests.support.database import Mount, configure, new_mount
 from tests.support.postgres import Cluster, connect, start_cluster
 from tests.test_database_creds import add_role, login, role_exists
@@ -179,6 +179,48 @@ def test_tidy_forgets_dropped_users(mount: Mount, pg_cluster: Cluster) -> None:
     assert tidied.data["dropped"]["pg"] == []
     assert mount.storage.list("database/live/") == []
     mount.request(Operation.DELETE, "database/config/pg")
+
+
+def test_tidy_rejects_unknown_config(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+
+    with pytest.raises(
+        BadRequestError, match="invalid value 'pgg' for field 'db_name'"
+    ):
+        mount.write("database/tidy", db_name="pgg")
+
+
+class RevokeDuringTidy(InMemoryStorage):
+    """Storage that runs `on_live_list` once, when tidy lists the live records."""
+
+    on_live_list: Callable[[], object] | None = None
+
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        hook = self.on_live_list
+        if hook is not None and prefix.startswith("database/live/"):
+            self.on_live_list = None
+            hook()
+        return super().list_page(prefix, after, limit)
+
+
+def test_tidy_omits_user_revoked_meanwhile(pg_cluster: Cluster) -> None:
+    """A user revoked between tidy's listing and its drop is not reported."""
+    storage = RevokeDuringTidy()
+    mount = new_mount(storage=storage)
+    configure(mount, pg_cluster)
+    add_role(mount)
+    response = mount.creds("demo-readonly", "dev")
+    assert response.secret is not None
+    secret = response.secret
+    storage.on_live_list = lambda: mount.revoke(secret)
+
+    tidied = mount.write("database/tidy")
+
+    assert tidied is not None
+    assert tidied.data["dropped"]["pg"] == []
+    assert not role_exists(pg_cluster, response.data["username"])
+    assert mount.storage.list("database/live/") == []
+    mount.backend.cleanup()
 
 
 @pytest.fixture

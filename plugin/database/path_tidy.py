@@ -14,6 +14,7 @@ import time
 
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import DatabaseConfig, list_configs, load_config
+from plugin.database.errors import ConfigNotFoundError
 from plugin.database.leases import forget_live, is_expired, load_live
 from plugin.database.postgres import drop_user, list_generated_roles, role_exists
 from plugin.database.rollback import users_being_created
@@ -32,12 +33,15 @@ def tidy_paths(backend: DatabaseBackend) -> list[Path]:
     """Return the tidy path."""
 
     def tidy(request: Request, data: FieldData) -> Response:
-        names = (
-            [data.get("db_name")]
-            if data.get("db_name")
-            else list_configs(request.storage)
-        )
-        dropped = {name: tidy_config(backend, request.storage, name) for name in names}
+        name = data.get("db_name")
+        if name and load_config(request.storage, name) is None:
+            raise ConfigNotFoundError(
+                f"invalid value {name!r} for field 'db_name': no database config "
+                "has that name. database/config/ lists the configs, and an empty "
+                "db_name tidies them all"
+            )
+        names = [name] if name else list_configs(request.storage)
+        dropped = {n: tidy_config(backend, request.storage, n) for n in names}
         return Response(data={"dropped": dropped})
 
     return [
@@ -110,8 +114,10 @@ def tidy_config(
         if record is not None and not is_expired(record) and not role.lapsed:
             continue
         with backend.connection(name, config) as conn:
-            drop_user(conn, username, config.owner_role)
+            existed = drop_user(conn, username, config.owner_role)
         forget_live(storage, name, username)
+        if not existed:
+            continue  # a revoke dropped it and its record after the listing
         dropped.append(username)
         logger.info("tidy dropped orphan: config=%s username=%s", name, username)
     _forget_dropped(backend, storage, name, config, set(live) - set(generated))
