@@ -247,8 +247,17 @@ def _parse_response(path: str, raw: bytes) -> dict[str, Any]:
             f"attestor at {path} sent a JSON {type(response).__name__}, "
             "expected an object",
         )
-    if response.get("ok") is not True:
+    if "ok" not in response:
+        raise AttestorError(
+            wire.BAD_RESPONSE,
+            f"attestor at {path} sent a JSON object without 'ok'; check that the "
+            "socket belongs to agent-attestor",
+        )
+    if response["ok"] is not True:
         code = str(response.get("code") or wire.INTERNAL)
-        message = str(response.get("error") or "request rejected without a message")
+        message = str(
+            response.get("error")
+            or f"attestor at {path} rejected the request without a message"
+        )
         raise AttestorError(code, message)
     return response

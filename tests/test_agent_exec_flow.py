@@ -297,6 +297,32 @@ def test_attestor_rejection_is_denied(fakes: Fakes) -> None:
     assert fakes.vault.requests == []
 
 
+def test_socket_not_attestor_is_unavailable(fakes: Fakes) -> None:
+    path = str(fakes.tmp / "echo.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+
+    def echo() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(conn.recv(65536))
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    try:
+        result = fakes.run(
+            "--role", "demo-readonly", "--attestor-socket", path, "--", "true"
+        )
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+    assert result.returncode == 69, result.stderr
+    assert f"attestor at {path} sent a JSON object without 'ok'" in result.stderr
+    assert "belongs to agent-attestor" in result.stderr
+    assert fakes.vault.requests == []
+
+
 def test_vault_down_is_unavailable(fakes: Fakes) -> None:
     result = fakes.run(
         "--role", "demo-readonly", "--vault-addr", "http://127.0.0.1:9", "--", "true"
