@@ -116,13 +116,28 @@ def test_missing_command_mints_nothing(fakes: Fakes) -> None:
     assert fakes.vault.requests == []
 
 
-def test_not_executable_mints_nothing(fakes: Fakes) -> None:
+@pytest.mark.parametrize(
+    ("first_line", "mode", "code", "message"),
+    [
+        ("#!/bin/sh", 0o644, 126, "permission denied"),
+        (
+            "#!/nonexistent/interpreter",
+            0o755,
+            127,
+            "'/nonexistent/interpreter', named on its #! line",
+        ),
+    ],
+)
+def test_not_executable_mints_nothing(
+    fakes: Fakes, first_line: str, mode: int, code: int, message: str
+) -> None:
     script = fakes.tmp / "script.sh"
-    script.write_text("#!/bin/sh\necho hi\n")
-    script.chmod(0o644)
+    script.write_text(f"{first_line}\necho hi\n")
+    script.chmod(mode)
     result = fakes.run("--role", "demo-readonly", "--", str(script))
-    assert result.returncode == 126
-    assert "permission denied" in result.stderr
+    assert result.returncode == code
+    assert message in result.stderr
+    assert fakes.attestor.requests == []
     assert fakes.vault.requests == []
 
 

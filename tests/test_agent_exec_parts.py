@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import json
 import math
+import os
 import socket
 import ssl
 import subprocess
@@ -97,6 +98,44 @@ def test_command_not_executable(tmp_path: Path) -> None:
 def test_command_directory_not_executable(tmp_path: Path) -> None:
     with pytest.raises(CommandNotExecutableError, match="is a directory"):
         resolve_command(str(tmp_path), "")
+
+
+def test_command_fifo_not_executable(tmp_path: Path) -> None:
+    fifo = tmp_path / "tool"
+    os.mkfifo(fifo)
+    fifo.chmod(0o755)
+    with pytest.raises(CommandNotExecutableError, match="not a regular file"):
+        resolve_command(str(fifo), "")
+
+
+@pytest.mark.parametrize(
+    "first_line",
+    [b"#!/nonexistent/interpreter", b"#! /bin/sh/x -e", b"#!/bin/sh\r"],
+)
+def test_command_missing_interpreter(tmp_path: Path, first_line: bytes) -> None:
+    script = tmp_path / "tool"
+    script.write_bytes(first_line + b"\necho hi\n")
+    script.chmod(0o755)
+    with pytest.raises(CommandNotFoundError, match=r"its interpreter .* is not found"):
+        resolve_command(str(script), "")
+    with pytest.raises(CommandNotFoundError, match="its interpreter"):
+        resolve_command("tool", str(tmp_path))
+
+
+def test_command_interpreter_not_executable(tmp_path: Path) -> None:
+    interpreter = executable(tmp_path / "interpreter", 0o644)
+    script = tmp_path / "tool"
+    script.write_text(f"#!{interpreter}\n")
+    script.chmod(0o755)
+    with pytest.raises(CommandNotExecutableError, match="is not executable"):
+        resolve_command(str(script), "")
+
+
+def test_command_interpreter_with_argument(tmp_path: Path) -> None:
+    script = tmp_path / "tool"
+    script.write_text("#! /bin/sh -e\nexit 0\n")
+    script.chmod(0o755)
+    assert resolve_command(str(script), "") == str(script)
 
 
 def test_database_environ_encodes_url() -> None:
