@@ -346,7 +346,36 @@ def test_vault_down_is_unavailable(fakes: Fakes) -> None:
     assert "cannot reach Vault at http://127.0.0.1:9" in result.stderr
 
 
-def test_malformed_vault_response_is_unavailable(fakes: Fakes) -> None:
+HTML_404 = b"<html><body>Not Found</body></html>"
+ADDRESS_HINT = "check --vault-addr (or VAULT_ADDR)"
+NOT_VAULT_HINT = "check that --vault-addr (or VAULT_ADDR) is the address of Vault"
+
+
+@pytest.mark.parametrize(
+    ("response", "message", "hint"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}",
+            "cannot reach Vault at {addr}: POST {addr}/v1/auth/jwt/login failed: "
+            "invalid Content-Length header 'abc'",
+            ADDRESS_HINT,
+        ),
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(HTML_404), HTML_404),
+            "the response of {addr} to POST auth/jwt/login is not JSON (status 404)",
+            NOT_VAULT_HINT,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            "the response of {addr} to auth/jwt/login has no token",
+            NOT_VAULT_HINT,
+        ),
+    ],
+)
+def test_not_vault_is_unavailable(
+    fakes: Fakes, response: bytes, message: str, hint: str
+) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
 
     def answer() -> None:
@@ -355,7 +384,7 @@ def test_malformed_vault_response_is_unavailable(fakes: Fakes) -> None:
                 conn, _ = listener.accept()
                 with conn:
                     conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}")
+                    conn.sendall(response)
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
@@ -369,8 +398,8 @@ def test_malformed_vault_response_is_unavailable(fakes: Fakes) -> None:
         listener.close()
         thread.join(timeout=5)
     assert result.returncode == 69, result.stderr
-    assert f"cannot reach Vault at {addr}" in result.stderr
-    assert "invalid Content-Length header 'abc'" in result.stderr
+    assert message.format(addr=addr) in result.stderr
+    assert hint in result.stderr
     assert "internal error" not in result.stderr
 
 

@@ -25,6 +25,9 @@ log = get_logger(__name__)
 # is then sent again there, with the same method, body and token.
 REDIRECTS = frozenset({301, 302, 307, 308})
 MAX_REDIRECTS = 3
+NOT_VAULT_HINT = (
+    "check that --vault-addr (or VAULT_ADDR) is the address of Vault or OpenBao"
+)
 
 
 class VaultRequestError(DeniedError):
@@ -125,7 +128,8 @@ class VaultClient:
         auth = body.get("auth") or {}
         if not auth.get("client_token"):
             raise UnavailableError(
-                f"Vault's response to auth/{mount}/login has no token"
+                f"the response of {self._http.base_url} to auth/{mount}/login has "
+                f"no token; {NOT_VAULT_HINT}"
             )
         self.token = auth["client_token"]
         return Login(
@@ -197,14 +201,14 @@ class VaultClient:
         method, path = "PUT", "sys/leases/lookup"
         response = self._exchange(method, path, {"lease_id": lease_id})
         if response.status == 400:
-            body = _load(method, path, response.status, response.body)
+            body = _load(self._http.base_url, method, path, response)
             log.debug(
                 "lease %s is gone, as expected: Vault's lookup returned 400 (%s)",
                 lease_id,
                 _error_detail(response.status, body),
             )
             return False
-        _decode(method, path, response.status, response.body)
+        _decode(self._http.base_url, method, path, response)
         return True
 
     def revoke_self(self, *, meanwhile: Callable[[], None] | None = None) -> None:
@@ -219,7 +223,7 @@ class VaultClient:
         meanwhile: Callable[[], None] | None = None,
     ) -> Any:
         response = self._exchange(method, path, payload, meanwhile)
-        return _decode(method, path, response.status, response.body)
+        return _decode(self._http.base_url, method, path, response)
 
     def _exchange(
         self,
@@ -298,13 +302,14 @@ def _is_multierror_head(line: str) -> bool:
     return count.isdigit() and rest in ("error occurred:", "errors occurred:")
 
 
-def _load(method: str, path: str, status: int, raw: bytes) -> Any:
+def _load(addr: str, method: str, path: str, response: HttpResponse) -> Any:
     """Parse a response body; an empty body is an empty object."""
     try:
-        return loads(raw) if raw else {}
+        return loads(response.body) if response.body else {}
     except ValueError as err:
         raise UnavailableError(
-            f"Vault's response to {method} {path} is not JSON (status {status})"
+            f"the response of {addr} to {method} {path} is not JSON (status "
+            f"{response.status}); {NOT_VAULT_HINT}"
         ) from err
 
 
@@ -314,9 +319,10 @@ def _error_detail(status: int, body: Any) -> str:
     return "; ".join(_tidy(e) for e in errors) if errors else f"status {status}"
 
 
-def _decode(method: str, path: str, status: int, raw: bytes) -> Any:
+def _decode(addr: str, method: str, path: str, response: HttpResponse) -> Any:
     path = path.split("?", 1)[0]
-    body = _load(method, path, status, raw)
+    body = _load(addr, method, path, response)
+    status = response.status
     if status < 400:
         return body if isinstance(body, dict) else {}
 
