@@ -50,35 +50,12 @@ def test_duration_rejects(raw: Any) -> None:
         parse_duration(raw)
 
 
-@pytest.mark.parametrize(
-    ("raw", "value"),
-    [
-        (7, 7),
-        ("7", 7),
-        (" 7 ", 7),
-        (3.0, 3),
-        (2**63 - 1, 2**63 - 1),
-        (-(2**63), -(2**63)),
-    ],
-)
+@pytest.mark.parametrize(("raw", "value"), [(7, 7), ("7", 7), (" 7 ", 7), (3.0, 3)])
 def test_int_parses(raw: Any, value: int) -> None:
     assert Field(FieldType.INT, "Test field; default 0.").parse("n", raw) == value
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "\uff11",
-        "\u0667",
-        "seven",
-        "1.5",
-        1.5,
-        True,
-        2**63,
-        "-9223372036854775809",
-        1e30,
-    ],
-)
+@pytest.mark.parametrize("raw", ["\uff11", "\u0667", "seven", "1.5", 1.5, True])
 def test_int_rejects(raw: Any) -> None:
     with pytest.raises(BadRequestError, match="field 'n'"):
         Field(FieldType.INT, "Test field; default 0.").parse("n", raw)
@@ -105,7 +82,7 @@ def test_invalid_value_names_field_and_value() -> None:
     with pytest.raises(InvalidFieldError) as err:
         field.parse("count", "many")
     assert str(err.value) == (
-        "invalid value 'many' for field 'count': expected a 64-bit integer"
+        "invalid value 'many' for field 'count': expected an integer"
     )
 
 

@@ -19,7 +19,6 @@ from plugin.framework.errors import InvalidFieldError
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"false", "f", "0", "no", "n", "off", ""})
 
@@ -129,14 +128,6 @@ def _parse_string(raw: Any) -> str:
 
 
 def _parse_int(raw: Any) -> int:
-    value = _to_int(raw)
-    # Vault's int fields are Go ints, 64 bits wide, and reject larger values.
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError("outside the 64-bit integer range")
-    return value
-
-
-def _to_int(raw: Any) -> int:
     if isinstance(raw, bool):
         raise TypeError("a boolean is not an integer")
     if isinstance(raw, int):
@@ -210,7 +201,7 @@ _PARSERS: dict[FieldType, Callable[[Any], Any]] = {
 
 _ACCEPTED = {
     FieldType.STRING: "a string",
-    FieldType.INT: "a 64-bit integer",
+    FieldType.INT: "an integer",
     FieldType.BOOL: "a boolean (true or false)",
     FieldType.DURATION: (
         "a non-negative duration in seconds (90) or with units (90s, 5m, 1h)"
