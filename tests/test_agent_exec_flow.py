@@ -595,6 +595,17 @@ def test_json_audit_record(fakes: Fakes) -> None:
     assert fakes.attestor.issued[0] not in result.stderr
 
 
+def test_verbose_log_names_revocation(fakes: Fakes) -> None:
+    result = fakes.run("-v", "--role", "demo-readonly", "--", "true")
+    lease_id = fakes.vault.revoked_leases[0]
+    assert result.returncode == 0, result.stderr
+    assert f"agent-exec: minted role=database/demo-readonly lease_id={lease_id}" in (
+        result.stderr
+    )
+    assert f"agent-exec: revoked lease_id={lease_id}\n" in result.stderr
+    assert "agent-exec: revoked the call's token\n" in result.stderr
+
+
 @pytest.mark.parametrize("failing_revokes", [set(), {"*"}])
 def test_debug_log_has_no_secret(fakes: Fakes, failing_revokes: set[str]) -> None:
     fakes.vault.failing_revokes.update(failing_revokes)

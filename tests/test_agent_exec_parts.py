@@ -785,7 +785,7 @@ def test_http_slow_response_times_out() -> None:
             connection.request("GET", "/", {}, None)
         elapsed = time.monotonic() - started
         connection.close()
-    assert elapsed < 2.0
+    assert elapsed < 4.0
     assert len(received) == 1
 
 
@@ -793,14 +793,14 @@ def test_http_timeout_not_resent() -> None:
     # After connect(), the first request counts as sent on a reused
     # connection, which a closed connection would make agent-exec send again.
     with answering_server(b"") as (url, received):
-        connection = HttpConnection(url, timeout=0.5)
+        connection = HttpConnection(url, timeout=1.0)
         connection.connect()
         started = time.monotonic()
         with pytest.raises(HttpError, match="timed out"):
             connection.request("POST", "/v1/auth/jwt/login", {}, b"{}")
         elapsed = time.monotonic() - started
         connection.close()
-    assert elapsed < 0.9
+    assert elapsed < 1.8
     assert len(received) == 1
 
 

@@ -11,12 +11,15 @@ ends at its lease's expiry, which Vault enforces and retries on its own.
 from __future__ import annotations
 
 from attestor.agent_exec.errors import ExecError
+from attestor.agent_exec.logs import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from attestor.agent_exec.vault import VaultClient
+
+log = get_logger(__name__)
 
 
 class RevocationReport:
@@ -50,8 +53,9 @@ def revoke_call(
 ) -> RevocationReport:
     """Revoke every lease, then the token; never raises on a Vault error.
 
-    Failures go into the report and are not logged, because the caller
-    prints each one once, with what it means for the credential. `meanwhile`
+    Each revocation is logged at info level. Failures go into the report and
+    are not logged, because the caller prints each one once, with what it
+    means for the credential. `meanwhile`
     runs while Vault handles the first request, unless that request cannot
     be sent.
     """
@@ -63,10 +67,12 @@ def revoke_call(
             report.failed[lease_id] = error
         else:
             report.revoked.append(lease_id)
+            log.info("revoked lease_id=%s", lease_id)
 
     try:
         vault.revoke_self(meanwhile=meanwhile)
         report.token_revoked = True
+        log.info("revoked the call's token")
     except ExecError as err:
         report.token_error = str(err)
     return report
