@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -11,6 +13,7 @@ import pytest
 from psycopg import sql
 
 from plugin.database.credentials import saslprep, scram_sha256_verifier
+from plugin.database.errors import StatementFailedError
 from plugin.logical import (
     BadRequestError,
     Entity,
@@ -336,3 +339,61 @@ def test_revoke_without_config_fails_clearly(mount: Mount, pg_cluster: Cluster) 
 
     configure(mount, pg_cluster)
     mount.revoke(secret)
+
+
+# A generated password with the characters SQL escapes: a quote and a backslash.
+LEAKY_PASSWORD = "Leak'y\\Pw-9x7Q"
+FAILING_STATEMENTS = [
+    # PostgreSQL quotes the value: invalid input syntax for type integer: "...".
+    "SELECT '{{password}}'::int",
+    # A syntax error quotes the token, the literal in its escaped form.
+    "SELECT 1 '{{password}}'",
+]
+
+
+def leaky_mount() -> Mount:
+    system = FakeSystemView()
+    system.password_policies["leaky"] = lambda: LEAKY_PASSWORD
+    return new_mount(system)
+
+
+def assert_password_hidden(text: str) -> None:
+    assert LEAKY_PASSWORD not in text
+    assert LEAKY_PASSWORD.replace("'", "''") not in text
+    assert "Leak" not in text
+
+
+def fail_create(mount: Mount, cluster: Cluster, statement: str) -> None:
+    configure(mount, cluster, password_policy="leaky")
+    add_role(mount, creation_statements=[READONLY, statement])
+    mount.creds("demo-readonly", "dev")
+
+
+def fail_rotation(mount: Mount, cluster: Cluster, statement: str) -> None:
+    configure(
+        mount, cluster, password_policy="leaky", root_rotation_statements=[statement]
+    )
+    mount.write("database/rotate-root/pg")
+
+
+@pytest.mark.parametrize("statement", FAILING_STATEMENTS)
+@pytest.mark.parametrize("action", [fail_create, fail_rotation])
+def test_failed_statement_hides_password(
+    pg_cluster: Cluster,
+    action: Callable[[Mount, Cluster, str], None],
+    statement: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    mount = leaky_mount()
+    try:
+        with pytest.raises(StatementFailedError) as err:
+            action(mount, pg_cluster, statement)
+    finally:
+        mount.backend.cleanup()
+
+    assert "<redacted>" in str(err.value)
+    assert_password_hidden(str(err.value))
+    assert_password_hidden(caplog.text)
+    assert_password_hidden(capfd.readouterr().err)

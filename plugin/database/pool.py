@@ -39,6 +39,8 @@ CHECKOUT_TIMEOUT = 30.0
 PING_AFTER_IDLE = 30.0
 # SQLSTATE classes that mean the server went away, not that a statement failed.
 _UNAVAILABLE_STATES = ("08", "57P")
+# Attribute of a psycopg error that lists the secrets its statement contained.
+STATEMENT_SECRETS = "agent_bridge_statement_secrets"
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,10 @@ def translate_errors(context: str, secrets: Sequence[str]) -> Iterator[None]:
     except psycopg.Error as err:
         state = err.sqlstate or ""
         primary = err.diag.message_primary or type(err).__name__
-        message = scrub(f"{context}: {primary} (SQLSTATE {state or 'none'})", secrets)
+        message = scrub(
+            f"{context}: {primary} (SQLSTATE {state or 'none'})",
+            [*secrets, *getattr(err, STATEMENT_SECRETS, ())],
+        )
         if not state or state.startswith(_UNAVAILABLE_STATES):
             raise DatabaseUnavailableError(
                 f"PostgreSQL unavailable: {message}"
@@ -216,11 +221,43 @@ def translate_errors(context: str, secrets: Sequence[str]) -> Iterator[None]:
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
-    """Replace every non-empty secret in `text` with `<redacted>`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
+    """Replace every non-empty secret in `text` with `<redacted>`.
+
+    Each secret is also replaced in its SQL-escaped forms, which an error
+    quoting the statement's text (a syntax error's token) contains.
+    """
+    forms = {
+        form
+        for secret in secrets
+        if secret
+        for form in (
+            secret,
+            secret.replace("'", "''"),
+            secret.replace("\\", "\\\\").replace("'", "''"),
+        )
+    }
+    # Longest first, so a secret that contains another is replaced whole.
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "<redacted>")
     return text
+
+
+@contextlib.contextmanager
+def redact_errors(secrets: Sequence[str]) -> Iterator[None]:
+    """Mark a psycopg error raised inside with `secrets`, for `translate_errors`.
+
+    The statements run on a lent connection may contain secrets the pool
+    does not know, such as a generated password. PostgreSQL's messages
+    quote them, for example in "invalid input syntax for type integer".
+    """
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as err:
+        known = getattr(err, STATEMENT_SECRETS, ())
+        setattr(err, STATEMENT_SECRETS, (*known, *secrets))
+        raise
 
 
 def _has_input(conn: psycopg.Connection[Any]) -> bool:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from plugin.database.pool import redact_errors
 from plugin.database.sql import (
     quote_identifier,
     quote_literal,
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Marks the roles this plugin created, in their COMMENT, for `tidy`.
 COMMENT_MARKER = "agent-bridge "
+# Placeholders whose values are secret: errors from their statements hide them.
+SECRET_PLACEHOLDERS = ("password",)
 DEFAULT_RENEW = "ALTER ROLE {{name}} VALID UNTIL {{expiration}}"
 DEFAULT_ROTATE_ROOT = "ALTER ROLE {{name}} WITH PASSWORD {{password}}"
 # pg_terminate_backend(pid, timeout) waits for the session to end (PostgreSQL 14+).
@@ -47,9 +50,15 @@ def run_statements(
     conn: psycopg.Connection[Any], statements: list[str], values: Mapping[str, str]
 ) -> None:
     """Render and run `statements` in one transaction, in one round trip."""
-    _execute_batch(
-        conn, _batch(render(query, values) for query in split_statements(statements))
-    )
+    with redact_errors(_secret_values(values)):
+        _execute_batch(
+            conn,
+            _batch(render(query, values) for query in split_statements(statements)),
+        )
+
+
+def _secret_values(values: Mapping[str, str]) -> list[str]:
+    return [values[key] for key in SECRET_PLACEHOLDERS if values.get(key)]
 
 
 def _execute_batch(conn: psycopg.Connection[Any], *batches: bytes) -> None:
@@ -120,10 +129,11 @@ def create_user(
     tail = [render(query, values) for query in templates[cut:]]
     tail.append(f"COMMENT ON ROLE {role} IS {quote_literal(label)}")
     try:
-        _execute_batch(conn, _batch(head), _batch(tail))
-        if before_commit is not None:
-            before_commit()
-        conn.execute("COMMIT")
+        with redact_errors(_secret_values(values)):
+            _execute_batch(conn, _batch(head), _batch(tail))
+            if before_commit is not None:
+                before_commit()
+            conn.execute("COMMIT")
     except BaseException:
         _roll_back_open(conn)
         raise
