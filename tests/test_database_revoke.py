@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from plugin.database.postgres import COMMENT_MARKER
 from plugin.framework import InMemoryStorage, put_wal
 from plugin.logical import BadRequestError, LogicalError, Operation
 from tests.support.database import Mount, configure, new_mount
@@ -64,10 +67,21 @@ def test_revoke_reassigns_owned_objects(mount: Mount, pg_cluster: Cluster) -> No
     session.close()
 
 
+def create_generated_role(cluster: Cluster, username: str, db_name: str) -> None:
+    """Create a role with the COMMENT the plugin writes on the roles it creates."""
+    label = COMMENT_MARKER + json.dumps({"db": db_name, "role": "demo-readonly"})
+    with connect(cluster) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(username)))
+        conn.execute(
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                sql.Identifier(username), sql.Literal(label)
+            )
+        )
+
+
 def test_rollback_drops_orphan(mount: Mount, pg_cluster: Cluster) -> None:
     configure(mount, pg_cluster)
-    with connect(pg_cluster) as conn:
-        conn.execute('CREATE ROLE "v-dev-orphan-1" LOGIN')
+    create_generated_role(pg_cluster, "v-dev-orphan-1", "pg")
     put_wal(
         mount.storage,
         "database-creds",
@@ -80,10 +94,45 @@ def test_rollback_drops_orphan(mount: Mount, pg_cluster: Cluster) -> None:
     assert mount.storage.list("wal/") == []
 
 
-def test_rollback_waits_for_min_age(mount: Mount, pg_cluster: Cluster) -> None:
+@pytest.mark.parametrize(
+    "comment",
+    [None, "", "a role of the application", 'agent-bridge {"db": "other"}'],
+)
+def test_rollback_leaves_foreign_role(
+    mount: Mount,
+    pg_cluster: Cluster,
+    comment: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     configure(mount, pg_cluster)
     with connect(pg_cluster) as conn:
-        conn.execute('CREATE ROLE "v-dev-young-1" LOGIN')
+        conn.execute('DROP ROLE IF EXISTS "v-dev-foreign-1"')
+        conn.execute('CREATE ROLE "v-dev-foreign-1" LOGIN')
+        conn.execute(
+            sql.SQL('COMMENT ON ROLE "v-dev-foreign-1" IS {}').format(
+                sql.Literal(comment)
+            )
+        )
+    put_wal(
+        mount.storage,
+        "database-creds",
+        {"db_name": "pg", "username": "v-dev-foreign-1", "rollback_statements": []},
+    )
+
+    mount.request(Operation.ROLLBACK, "", {"immediate": True})
+
+    assert role_exists(pg_cluster, "v-dev-foreign-1")
+    assert mount.storage.list("wal/") == []
+    left = [r for r in caplog.records if "did not create" in r.getMessage()]
+    assert len(left) == 1
+    assert "username=v-dev-foreign-1" in left[0].getMessage()
+    with connect(pg_cluster) as conn:
+        conn.execute('DROP ROLE "v-dev-foreign-1"')
+
+
+def test_rollback_waits_for_min_age(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    create_generated_role(pg_cluster, "v-dev-young-1", "pg")
     put_wal(
         mount.storage, "database-creds", {"db_name": "pg", "username": "v-dev-young-1"}
     )

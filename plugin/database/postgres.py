@@ -279,10 +279,32 @@ def list_generated_roles(
     roles = {}
     rows = conn.execute(query, (lapse_grace, COMMENT_MARKER)).fetchall()
     for name, comment, lapsed in rows:
-        try:
-            decoded = dict(json.loads(comment[len(COMMENT_MARKER) :]))
-        except ValueError:
-            logger.warning("unreadable role comment: username=%s", name)
-            continue
-        roles[name] = GeneratedRole(decoded, bool(lapsed))
+        decoded = _decode_comment(name, comment)
+        if decoded is not None:
+            roles[name] = GeneratedRole(decoded, bool(lapsed))
     return roles
+
+
+def generated_role_comment(
+    conn: psycopg.Connection[Any], username: str
+) -> dict[str, Any] | None:
+    """Return the decoded COMMENT of role `username` if this plugin created it.
+
+    Returns None when the role does not exist, or its COMMENT lacks the
+    plugin's marker or is unreadable.
+    """
+    query = (
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s"
+    )
+    row = conn.execute(query, (username,)).fetchone()
+    if row is None or not (row[0] or "").startswith(COMMENT_MARKER):
+        return None
+    return _decode_comment(username, row[0])
+
+
+def _decode_comment(username: str, comment: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(comment[len(COMMENT_MARKER) :]))
+    except (TypeError, ValueError):
+        logger.warning("unreadable role comment: username=%s", username)
+        return None

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin.database.backend import DatabaseBackend
 from plugin.database.config import load_config, save_config
 from plugin.database.errors import AuthenticationFailedError
 from plugin.database.leases import forget_live, is_live
-from plugin.database.postgres import revoke_user
+from plugin.database.postgres import generated_role_comment, revoke_user, role_exists
 from plugin.framework import WALRollbackHandler, get_wal, list_wal
 from plugin.logical import Request, Storage
+
+if TYPE_CHECKING:
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,17 @@ def roll_back_user(
         )
         return
     with backend.connection(db_name, config, data.get("connection")) as conn:
+        if not _created_here(conn, db_name, username):
+            # A crash before the create's COMMIT leaves the entry but no
+            # role, so a role of that name belongs to someone else, such as
+            # a user whose name the username_template repeated.
+            logger.warning(
+                "rollback left a role this plugin did not create for the "
+                "config: config=%s username=%s",
+                db_name,
+                username,
+            )
+            return
         existed = revoke_user(
             conn,
             username,
@@ -82,6 +96,18 @@ def roll_back_user(
         username,
         existed,
     )
+
+
+def _created_here(conn: psycopg.Connection[Any], db_name: str, username: str) -> bool:
+    """Return whether role `username` is missing or this plugin made it for `db_name`.
+
+    Like tidy, it checks that the role's COMMENT carries the plugin's marker
+    and names the config. A missing role counts, because dropping it is a no-op.
+    """
+    comment = generated_role_comment(conn, username)
+    if comment is None:
+        return not role_exists(conn, username)
+    return comment.get("db") == db_name
 
 
 def finish_root_rotation(
