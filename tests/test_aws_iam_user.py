@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from plugin.aws import client, secret_access_keys
+from plugin.aws.backend import AwsBackend
 from plugin.aws.client import KeyPair
 from plugin.aws.errors import AwsUnavailableError, RequestCancelledError
 from plugin.framework.wal import WAL_PREFIX, list_wal
@@ -92,6 +93,11 @@ def managed_policy(server: MotoServer) -> str:
 
 def caller_arn(server: MotoServer, keys: KeyPair) -> str:
     return str(server.client("sts", keys).get_caller_identity()["Arn"])
+
+
+def finish_deferred(mount: Mount) -> None:
+    """Run now the WAL deletes that creds reads defer until after the response."""
+    mount.backend.cleanup()
 
 
 def revoke(mount: Mount, secret: Secret | None) -> Any:
@@ -269,6 +275,7 @@ def test_rollback_deletes_orphan_user(mount: Mount, moto_server: MotoServer) -> 
     response = aws_creds(mount, "demo-aws", "dev")
     assert response.secret is not None
     username = response.secret.internal_data["username"]
+    finish_deferred(mount)
     # A crash between CreateUser and the lease leaves only the WAL entry.
     record = {
         "kind": "aws-user",
@@ -281,6 +288,57 @@ def test_rollback_deletes_orphan_user(mount: Mount, moto_server: MotoServer) -> 
 
     assert not user_exists(moto_server, username)
     assert list_wal(mount.storage) == []
+
+
+def age_wal(mount: Mount, seconds: float) -> None:
+    """Move every WAL entry's creation time `seconds` into the past."""
+    for entry_id in list_wal(mount.storage):
+        key = WAL_PREFIX + entry_id
+        entry = mount.storage.get(key)
+        assert entry is not None
+        record = json.loads(entry)
+        record["created_at"] -= seconds
+        mount.storage.put(key, json.dumps(record).encode())
+
+
+def test_wal_outlives_response(
+    mount: Mount, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin killed right after the response leaves the user to the rollback."""
+    add_role(mount)
+    deferred: list[object] = []
+    # The plugin dies before any deferred call runs.
+    monkeypatch.setattr(AwsBackend, "defer", lambda self, *call: deferred.append(call))
+
+    response = aws_creds(mount, "demo-aws", "dev")
+
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    assert user_exists(moto_server, username)
+    assert len(deferred) == 1
+    assert len(list_wal(mount.storage)) == 1
+    age_wal(mount, 3600)
+    mount.request(Operation.ROLLBACK, "")
+    assert not user_exists(moto_server, username)
+    assert list_wal(mount.storage) == []
+    revoke(mount, response.secret)
+
+
+def test_deferred_wal_delete_keeps_user(mount: Mount, moto_server: MotoServer) -> None:
+    """The WAL delete runs after the response, and the rollback then keeps the user."""
+    add_role(mount)
+    response = aws_creds(mount, "demo-aws", "dev")
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    assert len(list_wal(mount.storage)) == 1
+
+    finish_deferred(mount)
+
+    assert list_wal(mount.storage) == []
+    mount.request(Operation.ROLLBACK, "")
+    assert user_exists(moto_server, username)
+    revoke(mount, response.secret)
+    assert not user_exists(moto_server, username)
 
 
 def test_policy_arns_and_groups_attach(mount: Mount, moto_server: MotoServer) -> None:
@@ -347,6 +405,7 @@ def test_repeated_name_keeps_first_lease(moto_server: MotoServer) -> None:
         aws_creds(mount, "demo-aws", "dev")
 
     assert caller_arn(moto_server, keys_of(first.data)).endswith(f":user/{name}")
+    finish_deferred(mount)
     assert list_wal(mount.storage) == []
     revoke(mount, first.secret)
     assert not user_exists(moto_server, name)

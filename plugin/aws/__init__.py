@@ -38,6 +38,7 @@ def aws_extension(system: Callable[[], SystemView]) -> Extension:
         paths=paths,
         secrets=[access_keys],
         wal_rollback=rollback_handlers(backend),
+        cleanup=backend.finish_deferred,
         invalidate=backend.invalidate,
         seal_wrap_storage=["aws/config/root"],
         cached_storage=["aws/config/", ROLE_PREFIX],

@@ -71,8 +71,15 @@ def issue_iam_user(issue: Issue, secret: SecretType) -> Response:
             "Vault cancelled the request (its client went away); the IAM user "
             f"{username!r} was deleted"
         )
-    delete_wal(issue.request.storage, wal_id)
-    return _leased(issue, secret, username, keys, verified=verified, timeout=timeout)
+    response = _leased(
+        issue, secret, username, keys, verified=verified, timeout=timeout
+    )
+    # Vault records the lease only once it has the response, so the WAL entry
+    # outlives the response. If the plugin dies before the deferred delete,
+    # the rollback deletes the user while its lease runs: the credential
+    # ends early, and the lease's revoke then finds no user, which is success.
+    issue.backend.defer(delete_wal, issue.request.storage, wal_id)
+    return response
 
 
 def _create(issue: Issue, plan: UserPlan, wal_id: str) -> KeyPair:
