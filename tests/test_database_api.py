@@ -147,6 +147,38 @@ def test_invalid_ttl_names_field(mount: Mount) -> None:
         )
 
 
+@pytest.mark.parametrize("field", ["default_ttl", "max_ttl"])
+def test_role_rejects_ttl_above_go_max(mount: Mount, field: str) -> None:
+    with pytest.raises(BadRequestError) as err:
+        mount.write(
+            "database/roles/r",
+            db_name="pg",
+            creation_statements=READONLY,
+            **{field: 1e300},
+        )
+
+    assert f"invalid value 1e+300 for field {field!r}" in str(err.value)
+    assert "at most 9223372036 s (about 292 years)" in str(err.value)
+    assert mount.read("database/roles/r") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_open_connections", 1e30),
+        ("max_idle_connections", 2**63),
+        ("max_connection_lifetime", 1e300),
+    ],
+)
+def test_config_rejects_huge_values(
+    mount: Mount, pg_cluster: Cluster, field: str, value: float
+) -> None:
+    with pytest.raises(BadRequestError, match=f"for field '{field}'"):
+        configure(mount, pg_cluster, **{field: value})
+
+    assert mount.read("database/config/pg") is None
+
+
 def test_unknown_field_warns(mount: Mount) -> None:
     response = mount.write(
         "database/roles/r", db_name="pg", creation_statements=READONLY, colour="red"

@@ -50,7 +50,44 @@ def test_duration_rejects(raw: Any) -> None:
         parse_duration(raw)
 
 
-@pytest.mark.parametrize(("raw", "value"), [(7, 7), ("7", 7), (" 7 ", 7), (3.0, 3)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("9223372036", 9223372036),
+        (9223372036, 9223372036),
+        ("106751d", 106751 * 86400),
+        (0, 0),
+    ],
+)
+def test_duration_parses_up_to_go_max(raw: Any, seconds: int) -> None:
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize(
+    "raw", [1e300, "9223372037", 9223372037, "106752d", float("inf"), 2**64]
+)
+def test_duration_rejects_above_go_max(raw: Any) -> None:
+    field = Field(FieldType.DURATION, "Test field; default 0.")
+
+    with pytest.raises(InvalidFieldError) as err:
+        field.parse("ttl", raw)
+
+    message = str(err.value)
+    assert message.startswith(f"invalid value {raw!r} for field 'ttl'")
+    assert message.endswith("at most 9223372036 s (about 292 years)")
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (7, 7),
+        ("7", 7),
+        (" 7 ", 7),
+        (3.0, 3),
+        (2**63 - 1, 2**63 - 1),
+        ("-9223372036854775808", -(2**63)),
+    ],
+)
 def test_int_parses(raw: Any, value: int) -> None:
     assert Field(FieldType.INT, "Test field; default 0.").parse("n", raw) == value
 
@@ -59,6 +96,28 @@ def test_int_parses(raw: Any, value: int) -> None:
 def test_int_rejects(raw: Any) -> None:
     with pytest.raises(BadRequestError, match="field 'n'"):
         Field(FieldType.INT, "Test field; default 0.").parse("n", raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (2**63, "9223372036854775808"),
+        ("-9223372036854775809", "'-9223372036854775809'"),
+        (1e30, "1e+30"),
+        # Values with reprs over 80 characters are shown cut to 77 and "...".
+        pytest.param(-(10**400), "-1" + "0" * 75 + "...", id="401-digits"),
+    ],
+)
+def test_int_rejects_outside_int64(raw: Any, shown: str) -> None:
+    field = Field(FieldType.INT, "Test field; default 0.")
+
+    with pytest.raises(InvalidFieldError) as err:
+        field.parse("max_open_connections", raw)
+
+    assert str(err.value) == (
+        f"invalid value {shown} for field 'max_open_connections': expected a "
+        "64-bit integer, from -9223372036854775808 to 9223372036854775807"
+    )
 
 
 def test_comma_list_accepts_both_forms() -> None:
@@ -82,7 +141,8 @@ def test_invalid_value_names_field_and_value() -> None:
     with pytest.raises(InvalidFieldError) as err:
         field.parse("count", "many")
     assert str(err.value) == (
-        "invalid value 'many' for field 'count': expected an integer"
+        "invalid value 'many' for field 'count': expected a 64-bit integer, "
+        "from -9223372036854775808 to 9223372036854775807"
     )
 
 

@@ -19,6 +19,10 @@ from plugin.framework.errors import InvalidFieldError
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+# Vault's int fields are Go ints, 64 bits wide on amd64 and arm64.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Vault's durations are Go time.Durations: int64 nanoseconds, about 292 years.
+MAX_DURATION_SECONDS = INT_MAX // 10**9
 _TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"false", "f", "0", "no", "n", "off", ""})
 
@@ -102,6 +106,9 @@ def parse_duration(raw: Any) -> int:
         raise TypeError(f"unsupported duration type {type(raw).__name__}")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    # The comparison also catches infinity, which int() would raise on.
+    if not seconds <= MAX_DURATION_SECONDS:
+        raise ValueError("a duration above the range of Go's time.Duration")
     return int(seconds)
 
 
@@ -128,6 +135,13 @@ def _parse_string(raw: Any) -> str:
 
 
 def _parse_int(raw: Any) -> int:
+    value = _to_int(raw)
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError("an integer outside the 64-bit range")
+    return value
+
+
+def _to_int(raw: Any) -> int:
     if isinstance(raw, bool):
         raise TypeError("a boolean is not an integer")
     if isinstance(raw, int):
@@ -201,10 +215,11 @@ _PARSERS: dict[FieldType, Callable[[Any], Any]] = {
 
 _ACCEPTED = {
     FieldType.STRING: "a string",
-    FieldType.INT: "an integer",
+    FieldType.INT: f"a 64-bit integer, from {INT_MIN} to {INT_MAX}",
     FieldType.BOOL: "a boolean (true or false)",
     FieldType.DURATION: (
-        "a non-negative duration in seconds (90) or with units (90s, 5m, 1h)"
+        "a non-negative duration in seconds (90) or with units (90s, 5m, 1h), "
+        f"at most {MAX_DURATION_SECONDS} s (about 292 years)"
     ),
     FieldType.STRING_LIST: "a list of strings, or one string",
     FieldType.COMMA_STRING_LIST: "a list of strings or a comma-separated string",
