@@ -8,9 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from plugin.aws.client import KeyPair
+from plugin.aws.backend import AwsBackend, Clients
+from plugin.aws.client import KeyPair, iam_client, sts_client
+from plugin.aws.config import load_root
 from plugin.framework.wal import WAL_PREFIX, list_wal
-from plugin.logical import BadRequestError, Operation
+from plugin.logical import BadRequestError, Operation, Storage
 from tests.support.database import Mount
 from tests.support.moto import (
     ALLOW_ALL,
@@ -168,3 +170,54 @@ def test_rollback_finishes_saved_rotation(
     assert key_ids(moto_server, username) == [new.access_key]
     assert not works(moto_server, old)
     assert works(moto_server, new)
+
+
+def rotate_under_stale_clients(
+    mount: Mount, monkeypatch: pytest.MonkeyPatch
+) -> list[Clients]:
+    """Rotate the root key, and make the next `AwsBackend.clients` call
+    return the clients built before the rotation.
+
+    The returned list is empty once that call happened.
+    """
+    config = load_root(mount.storage)
+    assert config is not None
+    stale = [Clients(config, iam_client(config), sts_client(config))]
+    mount.write("aws/config/rotate-root")
+    real_clients = AwsBackend.clients
+
+    def clients_taken_earlier(backend: AwsBackend, storage: Storage) -> Clients:
+        if stale:
+            return stale.pop()
+        return real_clients(backend, storage)
+
+    monkeypatch.setattr(AwsBackend, "clients", clients_taken_earlier)
+    return stale
+
+
+def test_requests_rebuild_stale_clients(
+    mount: Mount,
+    moto_server: MotoServer,
+    rotator: tuple[str, KeyPair],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A creds read and a revoke whose clients predate a rotation both succeed."""
+    _, old = rotator
+    mount.write("aws/roles/leased", credential_type="iam_user", allowed_agents="dev")
+    stale = rotate_under_stale_clients(mount, monkeypatch)
+    assert not works(moto_server, old)
+
+    response = aws_creds(mount, "leased", "dev")
+
+    assert stale == []
+    keys = KeyPair(response.data["access_key"], response.data["secret_key"])
+    assert works(moto_server, keys)
+    assert response.secret is not None
+    username = response.secret.internal_data["username"]
+    stale = rotate_under_stale_clients(mount, monkeypatch)
+
+    mount.request(Operation.REVOKE, "aws/creds/x", secret=response.secret)
+
+    assert stale == []
+    iam = moto_server.client("iam")
+    assert error_code_of(lambda: iam.get_user(UserName=username)) == "NoSuchEntity"

@@ -17,9 +17,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from plugin.aws.client import iam_client, sts_client
+from plugin.aws.client import AUTH_FAILURE_CODES, error_code, iam_client, sts_client
 from plugin.aws.config import ROOT_KEY, RootConfig, require_root
 from plugin.logical import Storage, SystemView
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # Seconds a deferred call waits, so that the plugin has sent the response it
 # follows to Vault before the call runs. NOTE: an estimate, not a guarantee:
@@ -82,6 +84,24 @@ class AwsBackend:
             self._clients = (fingerprint, built)
         logger.debug("aws clients built: region=%s", config.effective_region())
         return built
+
+    def with_clients(self, storage: Storage, call: Callable[[Clients], _T]) -> _T:
+        """Run `call` with the cached clients, and once more if their key is gone.
+
+        A root rotation deletes the old key once the new one is stored, so a
+        call that took its clients before the rotation fails with an
+        authentication error. The retry builds clients from the stored root
+        config again.
+        """
+        try:
+            return call(self.clients(storage))
+        except Exception as err:
+            code = _auth_failure_code(err)
+            if not code:
+                raise
+            logger.warning("aws root key rejected, clients rebuilt: error=%s", code)
+        self.reset_clients()
+        return call(self.clients(storage))
 
     def defer(self, call: Callable[..., object], *args: Any) -> None:
         """Run `call(*args)` `DEFER_DELAY` seconds after now; a failure is logged.
@@ -144,3 +164,14 @@ class AwsBackend:
         """Drop cached clients when another node changed the root config."""
         if key == ROOT_KEY:
             self.reset_clients()
+
+
+def _auth_failure_code(err: BaseException) -> str:
+    """Return the AWS code of an authentication failure in `err` or its causes."""
+    cause: BaseException | None = err
+    while cause is not None:
+        code = error_code(cause)
+        if code in AUTH_FAILURE_CODES:
+            return code
+        cause = cause.__cause__
+    return ""

@@ -39,6 +39,8 @@ TRANSIENT_CODES = frozenset(
 NOT_FOUND = "NoSuchEntity"
 # Codes STS returns while a new access key has not reached it yet.
 KEY_NOT_READY_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch"})
+# Codes IAM and STS return when the signing access key is deleted or unknown.
+AUTH_FAILURE_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch"})
 
 
 @dataclass(frozen=True)

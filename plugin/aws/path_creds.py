@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from plugin.aws.backend import AwsBackend
+from plugin.aws.backend import AwsBackend, Clients
 from plugin.aws.creds_iam_user import issue_iam_user
 from plugin.aws.creds_sts import issue_sts
 from plugin.aws.issue import Issue
@@ -59,11 +59,14 @@ def creds_paths(backend: AwsBackend, secret: SecretType) -> list[Path]:
         # The caller is checked before anything touches AWS.
         caller = identify_caller(request, backend.system)
         check_allowed(caller, role.allowed_agents, role_name)
-        clients = backend.clients(request.storage)
-        call = Issue(backend, request, role_name, role, caller, clients)
-        if role.credential_type == IAM_USER:
-            return issue_iam_user(call, secret)
-        return issue_sts(call, secret, data)
+
+        def issue_with(clients: Clients) -> Response:
+            call = Issue(backend, request, role_name, role, caller, clients)
+            if role.credential_type == IAM_USER:
+                return issue_iam_user(call, secret)
+            return issue_sts(call, secret, data)
+
+        return backend.with_clients(request.storage, issue_with)
 
     return [
         Path(

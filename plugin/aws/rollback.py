@@ -12,7 +12,7 @@ from plugin.framework import WALRollbackHandler
 from plugin.logical import Request
 
 if TYPE_CHECKING:
-    from plugin.aws.backend import AwsBackend
+    from plugin.aws.backend import AwsBackend, Clients
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ def roll_back_user(backend: AwsBackend, request: Request, data: dict[str, Any]) 
             "rollback skipped, delete the IAM user by hand: username=%s", username
         )
         return
-    existed = delete_user(backend.clients(request.storage).iam, username)
+    existed = backend.with_clients(
+        request.storage, lambda clients: delete_user(clients.iam, username)
+    )
     logger.info("orphan rolled back: username=%s existed=%s", username, existed)
 
 
@@ -58,10 +60,15 @@ def roll_back_rotation(
     The stored key is never deleted, so the plugin keeps a working key
     whichever step the rotation stopped at.
     """
-    config = load_root(request.storage)
-    if config is None:
+    if load_root(request.storage) is None:
         return
-    iam = backend.clients(request.storage).iam
+    backend.with_clients(
+        request.storage, lambda clients: _delete_unwanted_key(clients, data)
+    )
+
+
+def _delete_unwanted_key(clients: Clients, data: dict[str, Any]) -> None:
+    config, iam = clients.config, clients.iam
     username = str(data["username"])
     old, new = str(data["old_access_key"]), str(data.get("new_access_key") or "")
     if new:

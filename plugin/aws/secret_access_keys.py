@@ -11,7 +11,7 @@ import datetime
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin.aws.backend import AwsBackend
 from plugin.aws.client import aws_errors, describe, error_code, is_transient
@@ -20,6 +20,9 @@ from plugin.aws.iam import delete_user
 from plugin.aws.session_revoke import deny_sessions_before
 from plugin.framework import SecretType, extend_ttl, renewed
 from plugin.logical import BadRequestError, Request, Response
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,12 @@ class AccessKeysSecret:
         trust_missing = bool(internal.get("key_verified")) or (
             time.time() - issued > PROPAGATION_GRACE
         )
-        existed = self._delete_with_retries(request, username, trust_missing)
+        existed = self.backend.with_clients(
+            request.storage,
+            lambda clients: self._delete_with_retries(
+                clients.iam, username, trust_missing
+            ),
+        )
         logger.info(
             "credential revoked: role=%s agent=%s username=%s lease_id=%s existed=%s",
             internal.get("role"),
@@ -90,10 +98,8 @@ class AccessKeysSecret:
         return renewed(request, ttl)
 
     def _delete_with_retries(
-        self, request: Request, username: str, trust_missing: bool
+        self, iam: IAMClient, username: str, trust_missing: bool
     ) -> bool:
-        iam = self.backend.clients(request.storage).iam
-
         def attempt() -> bool:
             existed = delete_user(iam, username)
             if not existed and not trust_missing:
@@ -119,10 +125,12 @@ class AccessKeysSecret:
         session = internal.get("session_name") or "the session"
         role_arn = str(internal.get("role_arn") or "")
         if internal.get("deny_older_sessions") and role_arn:
-            iam = self.backend.clients(request.storage).iam
             now = datetime.datetime.now(datetime.UTC)
             try:
-                cutoff = deny_sessions_before(iam, role_arn, now)
+                cutoff = self.backend.with_clients(
+                    request.storage,
+                    lambda clients: deny_sessions_before(clients.iam, role_arn, now),
+                )
             except aws_errors() as err:
                 raise AwsUnavailableError(
                     f"denying older sessions of {role_arn} failed: {describe(err)}; "
