@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,12 +14,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from plugin.database.errors import DatabaseUnavailableError
 from plugin.database.postgres import COMMENT_MARKER
 from plugin.framework import InMemoryStorage, put_wal
 from plugin.logical import BadRequestError, LogicalError, Operation
 from tests.support.database import Mount, configure, new_mount
 from tests.support.postgres import Cluster, connect, start_cluster
-from tests.test_database_creds import add_role, login, role_exists
+from tests.test_database_creds import READONLY, add_role, login, role_exists
 
 APP_ROLE = (
     """CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' """
@@ -342,3 +346,47 @@ def test_concurrent_grants_on_one_database(mount: Mount, pg_cluster: Cluster) ->
 
     assert len(set(names)) == 40
     assert not any(role_exists(pg_cluster, name) for name in names)
+
+
+def kill_backend_running(cluster: Cluster, text: str) -> None:
+    """SIGKILL the server process whose query contains `text`, once it runs.
+
+    A killed backend closes its socket without a message, so the client
+    sees a lost connection with no SQLSTATE.
+    """
+    deadline = time.monotonic() + 10
+    with connect(cluster) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE query LIKE %s AND pid <> pg_backend_pid()",
+                (f"%{text}%",),
+            ).fetchone()
+            if row is not None:
+                break
+            assert time.monotonic() < deadline, f"no backend runs {text!r}"
+            time.sleep(0.05)
+    os.kill(row[0], signal.SIGKILL)
+
+
+def test_lost_connection_names_libpq_reason(own_cluster: Cluster) -> None:
+    mount = new_mount()
+    configure(mount, own_cluster)
+    add_role(mount, creation_statements=[READONLY, "SELECT pg_sleep(60)"])
+    entity_id = mount.system.add_agent("dev")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        minting = pool.submit(
+            mount.read, "database/creds/demo-readonly", entity_id=entity_id
+        )
+        kill_backend_running(own_cluster, "pg_sleep(60)")
+        with pytest.raises(DatabaseUnavailableError) as err:
+            minting.result(timeout=30)
+    mount.backend.cleanup()
+
+    message = str(err.value)
+    assert message.startswith("PostgreSQL unavailable: config 'pg': ")
+    assert "OperationalError: consuming input failed: " in message
+    assert "server closed the connection unexpectedly" in message
+    assert message.endswith("(SQLSTATE none)")
+    assert own_cluster.password not in message

@@ -206,7 +206,7 @@ def translate_errors(context: str, secrets: Sequence[str]) -> Iterator[None]:
         yield
     except psycopg.Error as err:
         state = err.sqlstate or ""
-        primary = err.diag.message_primary or type(err).__name__
+        primary = err.diag.message_primary or _client_reason(err)
         message = scrub(
             f"{context}: {primary} (SQLSTATE {state or 'none'})",
             [*secrets, *getattr(err, STATEMENT_SECRETS, ())],
@@ -218,6 +218,18 @@ def translate_errors(context: str, secrets: Sequence[str]) -> Iterator[None]:
         # `from None`: psycopg's own message quotes the failing SQL, which
         # may contain a password.
         raise StatementFailedError(f"statement failed: {message}") from None
+
+
+def _client_reason(err: Exception) -> str:
+    """Return the error class and libpq's reason for an error without a server message.
+
+    A lost connection has no diagnostics from the server, and psycopg's text
+    is then libpq's message, such as "server closed the connection
+    unexpectedly", with no SQL in it. Its lines are joined into one.
+    """
+    reason = " ".join(str(err).split())
+    name = type(err).__name__
+    return f"{name}: {reason}" if reason else name
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
