@@ -361,10 +361,23 @@ def assert_password_hidden(text: str) -> None:
     assert LEAKY_PASSWORD not in text
     assert LEAKY_PASSWORD.replace("'", "''") not in text
     assert "Leak" not in text
+    assert "SCRAM-SHA-256$" not in text
 
 
 def fail_create(mount: Mount, cluster: Cluster, statement: str) -> None:
     configure(mount, cluster, password_policy="leaky")
+    add_role(mount, creation_statements=[READONLY, statement])
+    mount.creds("demo-readonly", "dev")
+
+
+def fail_create_with_verifier(mount: Mount, cluster: Cluster, statement: str) -> None:
+    """Fail a create whose {{password}} is the SCRAM verifier of the password."""
+    configure(
+        mount,
+        cluster,
+        password_policy="leaky",
+        password_authentication="scram-sha-256",
+    )
     add_role(mount, creation_statements=[READONLY, statement])
     mount.creds("demo-readonly", "dev")
 
@@ -377,7 +390,9 @@ def fail_rotation(mount: Mount, cluster: Cluster, statement: str) -> None:
 
 
 @pytest.mark.parametrize("statement", FAILING_STATEMENTS)
-@pytest.mark.parametrize("action", [fail_create, fail_rotation])
+@pytest.mark.parametrize(
+    "action", [fail_create, fail_create_with_verifier, fail_rotation]
+)
 def test_failed_statement_hides_password(
     pg_cluster: Cluster,
     action: Callable[[Mount, Cluster, str], None],
