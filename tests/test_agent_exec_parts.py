@@ -871,12 +871,15 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def tls_server(cert: Path, key: Path) -> Iterator[str]:
-    """Serve TLS on 127.0.0.1; every request gets status 200 and the body `tls`."""
+def tls_server(
+    cert: Path,
+    key: Path,
+    reply: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntls",
+) -> Iterator[str]:
+    """Serve TLS on 127.0.0.1; every request gets `reply`, by default 200 `tls`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
-    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntls"
 
     def serve() -> None:
         with contextlib.suppress(OSError):
@@ -895,6 +898,9 @@ def tls_server(cert: Path, key: Path) -> Iterator[str]:
     try:
         yield f"https://127.0.0.1:{listener.getsockname()[1]}"
     finally:
+        # shutdown() wakes the accept() that close() alone leaves blocked.
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         thread.join(timeout=5)
 
@@ -913,3 +919,30 @@ def test_https_verifies_with_cacert(
         untrusting = HttpConnection(url, timeout=5)
         with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
             untrusting.request("GET", "/", {}, None)
+
+
+def test_redirect_from_https_to_http_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    plain = socket.create_server(("127.0.0.1", 0))
+    plain.settimeout(0.5)
+    plain_origin = f"http://127.0.0.1:{plain.getsockname()[1]}"
+    reply = (
+        f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {plain_origin}"
+        "/v1/auth/token/revoke-self\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    monkeypatch.setenv("VAULT_CACERT", str(cert))
+    with plain, tls_server(cert, key, reply) as url:
+        vault = VaultClient(url)
+        vault.token = "s.redirect-secret"
+        with pytest.raises(UnavailableError) as raised:
+            vault.revoke_self()
+        vault.close()
+        # The plain listener never got a connection, let alone the token.
+        with pytest.raises(TimeoutError):
+            plain.accept()
+    message = str(raised.value)
+    assert f"redirected to {plain_origin}" in message
+    assert "without TLS" in message
+    assert "s.redirect-secret" not in message

@@ -281,6 +281,14 @@ class VaultClient:
         parts = urlsplit(location)
         if parts.scheme and parts.netloc:
             origin = f"{parts.scheme}://{parts.netloc}"
+            # As Vault's own client does: the token never follows a redirect
+            # from https to plain http.
+            if self._http.base_url.startswith("https:") and parts.scheme != "https":
+                raise UnavailableError(
+                    f"Vault at {self._http.base_url} redirected to {origin}, "
+                    "which would send the token without TLS; check the active "
+                    "node's api_addr, which must be an https address"
+                )
             log.info("vault redirected to %s", origin)
             self._http.close()
             try:
