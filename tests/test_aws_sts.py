@@ -116,7 +116,58 @@ def test_sts_post_with_ttl_and_session_name(
     remaining = expires.timestamp() - time.time()
     assert 880 <= remaining <= 900
     identity = moto_server.client("sts", session_keys(response.data))
-    assert identity.get_caller_identity()["Arn"].endswith("/nightly_report")
+    assert identity.get_caller_identity()["Arn"].endswith("/ab-dev@nightly_report")
+    assert response.secret.internal_data["session_name"] == "ab-dev@nightly_report"
+
+
+def test_session_name_keeps_caller_agent(
+    mount: Mount, moto_server: MotoServer, role_arn: str
+) -> None:
+    """A role_session_name naming another agent stays a suffix of the caller's."""
+    add_role(mount, role_arn, allowed_agents="dev,ops")
+    other = aws_creds(mount, "demo-sts", "ops").secret
+    assert other is not None
+    other_session = other.internal_data["session_name"]
+
+    response = aws_creds(mount, "demo-sts", "dev", role_session_name=other_session)
+
+    identity = moto_server.client("sts", session_keys(response.data))
+    arn = identity.get_caller_identity()["Arn"]
+    assert arn.endswith("/ab-dev@" + other_session.replace("@", "_"))
+    assert not arn.endswith("/" + other_session)
+
+
+def test_session_name_escapes_at_sign(mount: Mount, role_arn: str) -> None:
+    """`@` occurs once, between the caller's agent and its suffix."""
+    add_role(mount, role_arn, allowed_agents="dev@example.com")
+
+    named = aws_creds(mount, "demo-sts", "dev@example.com", role_session_name="a@b")
+    generated = aws_creds(mount, "demo-sts", "dev@example.com")
+
+    assert named.secret is not None
+    assert named.secret.internal_data["session_name"] == "ab-dev_example.com@a_b"
+    assert generated.secret is not None
+    assert "@" not in generated.secret.internal_data["session_name"]
+    assert generated.secret.internal_data["session_name"].startswith(
+        "ab-dev_example.com-"
+    )
+
+
+def test_session_name_too_long_rejected(mount: Mount, role_arn: str) -> None:
+    add_role(mount, role_arn)
+    longest = "x" * (64 - len("ab-dev@"))
+
+    fitting = aws_creds(mount, "demo-sts", "dev", role_session_name=longest)
+
+    assert fitting.secret is not None
+    assert len(fitting.secret.internal_data["session_name"]) == 64
+    with pytest.raises(BadRequestError) as err:
+        aws_creds(mount, "demo-sts", "dev", role_session_name=longest + "x")
+    message = str(err.value)
+    assert "role_session_name" in message
+    assert repr(longest + "x") in message
+    assert "at most 64 characters of [A-Za-z0-9+=,.@_-]" in message
+    assert "at most 57 characters long" in message
 
 
 def test_query_ttl_string_is_accepted(mount: Mount, role_arn: str) -> None:

@@ -31,7 +31,9 @@ CREDS_FIELDS = {
         default=3600,
     ),
     "role_session_name": Field(
-        S, "Session name of assumed_role sessions; default generated, with the agent."
+        S,
+        "Suffix of the assumed_role session name ab-<agent>@<suffix>, at most 64 "
+        "characters in all; default: a generated name with the agent.",
     ),
     "mfa_code": Field(
         S, "Current code of the MFA device of session_token roles; default empty."

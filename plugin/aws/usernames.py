@@ -7,6 +7,7 @@ through `sanitize`, so any agent name yields a valid IAM name.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import string
@@ -16,7 +17,6 @@ from plugin.framework.templates import expand_template
 
 MAX_USERNAME = 64
 MAX_SESSION_NAME = 64
-MIN_SESSION_NAME = 2
 MAX_FEDERATION_NAME = 32
 RANDOM_LENGTH = 16
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -93,13 +93,28 @@ def render_name(template: str, inputs: NameInputs, limit: int = MAX_USERNAME) ->
 
 
 def session_name(requested: str, template: str, inputs: NameInputs) -> str:
-    """Return the role session name: the requested one, sanitized, else generated."""
+    """Return the role session name: `ab-AGENT@REQUESTED`, else a generated one.
+
+    The caller's value is only a suffix, so no agent can take another's
+    session name. Both parts have `@` replaced by `_`, so the one `@`
+    ends the agent part. Raises ValueError when the name would exceed 64
+    characters.
+
+    NOTE: agents whose names differ only in characters that become `_`
+    (`@`, spaces, and others AWS rejects) get the same agent part.
+    """
+    agent = sanitize(inputs.agent).replace("@", "_")
     if not requested:
-        return render_name(template, inputs, MAX_SESSION_NAME)
-    name = sanitize(requested)[:MAX_SESSION_NAME]
-    if len(name) < MIN_SESSION_NAME:
+        escaped = dataclasses.replace(inputs, agent=agent)
+        return render_name(template, escaped, MAX_SESSION_NAME)
+    prefix = f"ab-{agent}@"
+    suffix = sanitize(requested).replace("@", "_")
+    if len(prefix) + len(suffix) > MAX_SESSION_NAME:
+        room = max(MAX_SESSION_NAME - len(prefix), 0)
         raise ValueError(
-            f"role_session_name {requested!r} is too short: AWS requires "
-            f"{MIN_SESSION_NAME} to {MAX_SESSION_NAME} characters"
+            f"invalid role_session_name {requested!r}: the session name is "
+            f"{prefix!r} plus role_session_name, and AWS allows at most "
+            f"{MAX_SESSION_NAME} characters of [A-Za-z0-9+=,.@_-], so it must be "
+            f"at most {room} characters long, or left out for a generated name"
         )
-    return name
+    return prefix + suffix
