@@ -628,7 +628,7 @@ def test_signal_before_command_mints_nothing(fakes: Fakes) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 128 + signal.SIGTERM
         assert proc.stderr is not None
-        assert "interrupted by signal 15" in proc.stderr.read()
+        assert "interrupted by signal 15 (SIGTERM)" in proc.stderr.read()
     assert fakes.vault.requests == []
 
 

@@ -61,7 +61,12 @@ class InterruptedBySignalError(ExecError):
     """A terminating signal arrived before the command started."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum} before the command started")
+        from attestor.agent_exec.signals import name
+
+        super().__init__(
+            f"interrupted by signal {signum} ({name(signum)}) before the command "
+            "started"
+        )
         self.signum = signum
 
 
