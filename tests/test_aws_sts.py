@@ -182,8 +182,27 @@ def test_query_ttl_string_is_accepted(mount: Mount, role_arn: str) -> None:
 def test_ttl_below_900_is_rejected(mount: Mount, role_arn: str) -> None:
     add_role(mount, role_arn)
 
-    with pytest.raises(BadRequestError, match="below 900 s"):
+    with pytest.raises(BadRequestError) as raised:
         aws_creds(mount, "demo-sts", "dev", ttl="60")
+
+    assert str(raised.value) == (
+        "session duration 60 s (ttl 60 s) is below 900 s, the shortest session "
+        "AWS issues: ask for at least 900 s"
+    )
+
+
+def test_ttl_capped_below_900_names_the_cap(mount: Mount, role_arn: str) -> None:
+    add_role(mount, role_arn)
+    mount.system.max_ttl = 600
+
+    with pytest.raises(BadRequestError) as raised:
+        aws_creds(mount, "demo-sts", "dev", ttl="899")
+
+    assert str(raised.value) == (
+        "session duration 600 s (ttl 899 s, capped to 600 s by max_sts_ttl or the "
+        "mount's max lease TTL) is below 900 s, the shortest session AWS issues: "
+        "raise that maximum to at least 900 s"
+    )
 
 
 def test_revoke_warns_session_stays_valid(

@@ -60,15 +60,21 @@ def session_ttl(issue: Issue, data: FieldData) -> int:
     """Return the session duration: the read's ttl, else the role's, capped."""
     role = issue.role
     requested, given = data.get_ok("ttl")
-    ttl = requested if given else (role.default_sts_ttl or DEFAULT_STS_TTL)
+    wanted = requested if given else (role.default_sts_ttl or DEFAULT_STS_TTL)
     max_ttl = role.max_sts_ttl or issue.backend.system.max_lease_ttl()
-    if max_ttl and ttl > max_ttl:
-        ttl = max_ttl
+    ttl = min(wanted, max_ttl) if max_ttl else wanted
     if ttl < MIN_STS_TTL:
-        source = "ttl" if given else "max_sts_ttl or the mount's max lease TTL"
+        origin = f"ttl {wanted} s" if given else f"the role's default of {wanted} s"
+        if ttl == wanted:
+            remedy = f"ask for at least {MIN_STS_TTL} s"
+        else:
+            origin += (
+                f", capped to {max_ttl} s by max_sts_ttl or the mount's max lease TTL"
+            )
+            remedy = f"raise that maximum to at least {MIN_STS_TTL} s"
         raise InvalidRequestError(
-            f"session duration {ttl} s (from {source}) is below {MIN_STS_TTL} s, "
-            f"the shortest session AWS issues: ask for at least {MIN_STS_TTL} s"
+            f"session duration {ttl} s ({origin}) is below {MIN_STS_TTL} s, "
+            f"the shortest session AWS issues: {remedy}"
         )
     return ttl
 
