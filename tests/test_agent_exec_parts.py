@@ -238,7 +238,9 @@ def test_options_reject_invalid_vault_address(
         parse_options(["--role", "demo", "--", "true"])
 
 
-@pytest.mark.parametrize("value", ["-1", "1e308", "86400.5", "inf", "nan"])
+@pytest.mark.parametrize(
+    "value", ["-1", "1e308", "86400.5", "inf", "nan", "1_0", "\u0661", " 5"]
+)
 def test_options_reject_out_of_range_timeout(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -410,7 +412,33 @@ def test_options_prefixes_and_flag_clusters(monkeypatch: pytest.MonkeyPatch) -> 
         (["--json=yes"], "argument --json: ignored explicit argument 'yes'"),
         (["-x"], "unrecognized arguments: -x"),
         (["--ttl", "0"], "argument --ttl: must be at least 1 second, got 0"),
-        (["--ttl", "soon"], "argument --ttl: invalid number of seconds 'soon'"),
+        (
+            ["--ttl", "soon"],
+            "argument --ttl: invalid number of seconds 'soon': give whole seconds",
+        ),
+        (
+            ["--ttl", "\u0661\u0662"],
+            "argument --ttl: invalid number of seconds '\u0661\u0662': give whole "
+            "seconds",
+        ),
+        (
+            ["--ttl", "1_0"],
+            "argument --ttl: invalid number of seconds '1_0': give whole seconds",
+        ),
+        (
+            ["--ttl= 7"],
+            "argument --ttl: invalid number of seconds ' 7': give whole seconds",
+        ),
+        (
+            ["--vault-addr="],
+            "argument --vault-addr: empty value; give one, or leave --vault-addr "
+            "out to use VAULT_ADDR",
+        ),
+        (
+            ["--attestor-socket", ""],
+            "argument --attestor-socket: empty value; give one, or leave "
+            "--attestor-socket out to use AGENT_ATTESTOR_SOCKET",
+        ),
     ],
 )
 def test_options_usage_errors(

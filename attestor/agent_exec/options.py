@@ -149,22 +149,31 @@ class _Option:
         return self.kind in ("value", "append")
 
 
+def _is_decimal(text: str) -> bool:
+    """Tell whether `text` is ASCII digits with at most one '.' among them.
+
+    `int` and `float` also take spaces, '_', a sign and other scripts' digits
+    ("١٢"), which a shell user did not mean as seconds.
+    """
+    return text.isascii() and text.replace(".", "", 1).isdigit()
+
+
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise ValueError(f"invalid number of seconds {text!r}") from err
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"invalid number of seconds {text!r}: give whole seconds")
+    value = int(text)
     if value <= 0:
         raise ValueError(f"must be at least 1 second, got {value}")
     return value
 
 
 def _kill_timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as err:
-        raise ValueError(f"invalid number of seconds {text!r}") from err
-    # NaN fails every comparison, so `0 <= value` also rejects it.
+    if not _is_decimal(text):
+        raise ValueError(
+            f"invalid number of seconds {text!r}: must be 0 to "
+            f"{MAX_KILL_TIMEOUT:.0f} seconds, in digits"
+        )
+    value = float(text)
     if not 0 <= value <= MAX_KILL_TIMEOUT:
         raise ValueError(
             f"must be 0 to {MAX_KILL_TIMEOUT:.0f} seconds (one day), got {text}"
@@ -284,6 +293,18 @@ def parse_options(argv: list[str] | None = None) -> Options:
     for name in ("tool", "on_behalf_of"):
         if name in strings:
             _check_asserted(name, strings[name])
+
+    for name, variable in (
+        ("vault_addr", "VAULT_ADDR"),
+        ("attestor_socket", "AGENT_ATTESTOR_SOCKET"),
+    ):
+        # An empty value would otherwise fall back to the environment unseen.
+        if strings.get(name) == "":
+            option = "--" + name.replace("_", "-")
+            _usage_error(
+                f"argument {option}: empty value; give one, or leave {option} out "
+                f"to use {variable}"
+            )
 
     ttl = parsed.numbers.get("ttl")
     return Options(
