@@ -5,7 +5,7 @@ real-time signals end a process by default. agent-exec ends the call on one
 before the command starts, forwards it to the command's process group while
 the command runs, and ignores it during revocation. The stack tests run
 against the real attestor, OpenBao, plugin and PostgreSQL of the session's
-`stack` fixture; the one test of a signal during the attestor request uses
+`stack` fixture. The one test of a signal during the attestor request uses
 the fakes of tests/support/exec_fakes.py, because the real attestor responds
 too fast to be interrupted.
 """

@@ -293,7 +293,7 @@ def test_unsupported_path_and_operation() -> None:
 
 
 @pytest.mark.parametrize("path", ["things/\u00e9", "things/a\u0661", "things/a\n"])
-def test_names_are_ascii_and_end_at_the_path_end(path: str) -> None:
+def test_path_names_ascii_to_end(path: str) -> None:
     """Go's `\\w` is ASCII and its `$` is the end: Vault would route none of these."""
     backend, storage = make_backend()
 

@@ -60,12 +60,12 @@ def session_ttl(issue: Issue, data: FieldData) -> int:
     """Return the session duration: the read's ttl, else the role's, capped."""
     role = issue.role
     requested, given = data.get_ok("ttl")
-    wanted = requested if given else (role.default_sts_ttl or DEFAULT_STS_TTL)
+    uncapped = requested if given else (role.default_sts_ttl or DEFAULT_STS_TTL)
     max_ttl = role.max_sts_ttl or issue.backend.system.max_lease_ttl()
-    ttl = min(wanted, max_ttl) if max_ttl else wanted
+    ttl = min(uncapped, max_ttl) if max_ttl else uncapped
     if ttl < MIN_STS_TTL:
-        origin = f"ttl {wanted} s" if given else f"the role's default of {wanted} s"
-        if ttl == wanted:
+        origin = f"ttl {uncapped} s" if given else f"the role's default of {uncapped} s"
+        if ttl == uncapped:
             remedy = f"ask for at least {MIN_STS_TTL} s"
         else:
             origin += (
