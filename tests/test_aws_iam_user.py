@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
-import signal
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -411,27 +412,88 @@ def test_repeated_name_keeps_first_lease(moto_server: MotoServer) -> None:
     assert not user_exists(moto_server, name)
 
 
+class FirstCreateUserLost:
+    """An HTTP proxy to moto that loses the response to the first CreateUser.
+
+    moto creates the user; the proxy holds the connection without answering
+    until botocore's read timeout sends the retry, which meets the user the
+    first attempt made. The same order as a response lost on the network,
+    without depending on how long anything takes.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.retried = threading.Event()
+        self.lost = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, headers, answer = proxy.forward(self, body)
+                if b"Action=CreateUser" in body and not proxy.retried.is_set():
+                    if proxy.lost:
+                        proxy.retried.set()
+                    else:
+                        proxy.lost += 1
+                        # Answer nothing until the retry was answered.
+                        proxy.retried.wait(30)
+                        self.close_connection = True
+                        return
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in {"transfer-encoding", "connection"}:
+                        self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def forward(
+        self, request: BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        # The Host header goes unchanged: it is part of the SigV4 signature.
+        conn = http.client.HTTPConnection(
+            self.upstream.hostname or "", self.upstream.port, timeout=30
+        )
+        try:
+            conn.request("POST", request.path, body, dict(request.headers.items()))
+            response = conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.retried.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
 def test_retried_create_deletes_own_user(
     moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A CreateUser retried after a lost response deletes the user it created."""
     monkeypatch.setattr(client, "READ_TIMEOUT", 1)
     name = f"retried-{time.monotonic_ns()}"
-    mount = aws_mount(moto_server, username_template=name)
+    proxy = FirstCreateUserLost(moto_server.url)
+    mount = aws_mount(moto_server, username_template=name, iam_endpoint=proxy.url)
     add_role(mount)
-    # A stopped moto receives the first CreateUser but responds only after
-    # botocore gave up on it and sent the retry.
-    os.kill(moto_server.pid, signal.SIGSTOP)
     try:
-        with ThreadPoolExecutor(1) as pool:
-            reading = pool.submit(aws_creds, mount, "demo-aws", "dev")
-            time.sleep(1.5)
-            os.kill(moto_server.pid, signal.SIGCONT)
-            with pytest.raises(Exception, match="EntityAlreadyExists"):
-                reading.result(30)
+        with pytest.raises(Exception, match="EntityAlreadyExists"):
+            aws_creds(mount, "demo-aws", "dev")
     finally:
-        os.kill(moto_server.pid, signal.SIGCONT)
+        proxy.close()
 
+    assert proxy.lost == 1
+    assert proxy.retried.is_set()
     assert not user_exists(moto_server, name)
     assert list_wal(mount.storage) == []
 
