@@ -413,12 +413,12 @@ def test_repeated_name_keeps_first_lease(moto_server: MotoServer) -> None:
 
 
 class FirstCreateUserLost:
-    """An HTTP proxy to moto that loses the response to the first CreateUser.
+    """HTTP proxy to moto that drops the response to the first CreateUser.
 
-    moto creates the user; the proxy holds the connection without answering
-    until botocore's read timeout sends the retry, which meets the user the
-    first attempt made. The same order as a response lost on the network,
-    without depending on how long anything takes.
+    moto creates the user, and the proxy keeps the connection open without a
+    response until botocore's read timeout sends the retry, which then finds
+    the user that the first attempt created. This is the order of events of a
+    response lost on the network, independent of timing.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -430,13 +430,13 @@ class FirstCreateUserLost:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, headers, answer = proxy.forward(self, body)
+                status, headers, payload = proxy.forward(self, body)
                 if b"Action=CreateUser" in body and not proxy.retried.is_set():
                     if proxy.lost:
                         proxy.retried.set()
                     else:
                         proxy.lost += 1
-                        # Answer nothing until the retry was answered.
+                        # Send no response until the retry has received one.
                         proxy.retried.wait(30)
                         self.close_connection = True
                         return
@@ -445,7 +445,7 @@ class FirstCreateUserLost:
                     if key.lower() not in {"transfer-encoding", "connection"}:
                         self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(answer)
+                self.wfile.write(payload)
 
             def log_message(self, *args: Any) -> None:
                 pass
