@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _socket
 import os
+import stat
 import time
 
 from attestor import protocol_constants as wire
@@ -208,7 +209,15 @@ class _Exchange:
         return b"".join(chunks)
 
     def _unavailable(self, err: OSError) -> AttestorError:
-        if isinstance(err, FileNotFoundError | ConnectionRefusedError):
+        kind = _file_kind(self.path)
+        if isinstance(err, ConnectionRefusedError) and kind not in {"socket", ""}:
+            # On Linux, connect() to a path that is not a socket fails with
+            # ECONNREFUSED, as it does for a socket without a listener.
+            message = (
+                f"{self.path} is a {kind}, not a socket; set AGENT_ATTESTOR_SOCKET "
+                "to the socket of `agent-attestor serve`"
+            )
+        elif isinstance(err, FileNotFoundError | ConnectionRefusedError):
             message = (
                 f"no attestor is listening at {self.path} ({err.strerror}); start "
                 "`agent-attestor serve` or set AGENT_ATTESTOR_SOCKET to its socket"
@@ -224,6 +233,21 @@ class _Exchange:
                 "socket's permissions and the daemon's log"
             )
         return AttestorError(wire.UNAVAILABLE, message)
+
+
+def _file_kind(path: str) -> str:
+    """Return the file type of `path` ("socket", "regular file", ...), or "" if unknown."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return "special file"
 
 
 def _parse_response(path: str, raw: bytes) -> dict[str, Any]:

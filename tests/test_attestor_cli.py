@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +141,32 @@ def test_token_without_daemon_explains(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"no attestor is listening at {missing}" in result.stderr
     assert "[unavailable]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda path: path.write_text("x"), "regular file"),
+        (lambda path: path.mkdir(), "directory"),
+    ],
+)
+def test_token_names_non_socket_path(
+    tmp_path: Path, make: Callable[[Path], object], kind: str
+) -> None:
+    target = tmp_path / "not-a-socket"
+    make(target)
+
+    result = subprocess.run(
+        [CLI, "token", "--socket", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert f"{target} is a {kind}, not a socket" in result.stderr
+    assert "no attestor is listening" not in result.stderr
 
 
 def test_serve_rejects_bad_config(tmp_path: Path) -> None:
