@@ -241,3 +241,24 @@ def test_resolve_roles_merges_same_role() -> None:
         f"{MOUNT}/{AWS_ROLE}",
         f"{MOUNT}/{DB_ROLE}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("r" * 64, f"{MOUNT}/database/creds/{'r' * 64} or "),
+        ("r" * 65, f"{MOUNT}/database/creds/<role> or {MOUNT}/aws/creds/<role>;"),
+    ],
+)
+def test_denial_prints_long_name_once(name: str, shown: str) -> None:
+    vault_state = VaultState(readable=set(READABLE))
+    with fake_vault(vault_state) as addr:
+        vault = VaultClient(addr)
+        vault.login_jwt("jwt", "dev", "x.e30.x")
+        with pytest.raises(DeniedError) as caught:
+            resolve_roles(vault, MOUNT, parse_roles([name]))
+        vault.close()
+    message = str(caught.value)
+    assert message.startswith(f"role {name} is not allowed for this agent")
+    assert shown in message
+    assert message.count(name) == (3 if len(name) <= 64 else 1)

@@ -34,6 +34,9 @@ NAME_RULE = (
     "ends with a letter, digit or '_'"
 )
 
+# Longer names are printed once per message, not once per creds path.
+SHOWN_NAME_LENGTH = 64
+
 
 class RoleSpec:
     """A `--role` value; `kind` is empty unless the value named the engine.
@@ -236,9 +239,19 @@ def _check_granted(
         if not readable[spec]:
             raise DeniedError(
                 f"role {spec} is not allowed for this agent: its policies grant no "
-                f"read on {' or '.join(role.path for role in roles)}; check the "
-                "role name and the agent's policy"
+                f"read on {' or '.join(_shown_path(role) for role in roles)}; "
+                "check the role name and the agent's policy"
             )
+
+
+def _shown_path(role: Role) -> str:
+    """Return the role's creds path, with a long name replaced by `<role>`.
+
+    The message names the role already, so a long one is printed only once.
+    """
+    if len(role.name) <= SHOWN_NAME_LENGTH:
+        return role.path
+    return role.path.removesuffix(role.name) + "<role>"
 
 
 def _same_kind_error(first: str, second: str, kind: str) -> UsageError:
