@@ -38,6 +38,7 @@ from attestor.agent_exec.errors import (
     CommandNotFoundError,
     UnavailableError,
     UsageError,
+    printable,
 )
 from attestor.agent_exec.http import HttpConnection, HttpError
 from attestor.agent_exec.options import parse_options
@@ -498,6 +499,11 @@ def test_split_base_url(url: str, host: str, port: int, netloc: str) -> None:
         ("http://[::1", "the IPv6 host has no closing bracket"),
         ("http://v:99999", "the port 99999 is above 65535"),
         ("http://v:x", "the port 'x' is not a number"),
+        (
+            "http://ho\x1bst:1",
+            "the host 'ho\\x1bst' contains a space or control character",
+        ),
+        ("http://a b", "the host 'a b' contains a space or control character"),
     ],
 )
 def test_split_base_url_rejects(url: str, message: str) -> None:
@@ -974,3 +980,16 @@ def test_redirect_from_https_to_http_refused(
     assert f"redirected to {plain_origin}" in message
     assert "without TLS" in message
     assert "s.redirect-secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain text, ünïcode ✓", "plain text, ünïcode ✓"),
+        ("/tmp/x\x1b[31mq", "/tmp/x\\x1b[31mq"),
+        ("bell\x07 and\nnewline\tand tab", "bell\\x07 and\\nnewline\\tand tab"),
+        ("c1 \x9b and nbsp \xa0", "c1 \\x9b and nbsp \\xa0"),
+    ],
+)
+def test_printable_escapes_controls(text: str, shown: str) -> None:
+    assert printable(text) == shown

@@ -31,6 +31,7 @@ from attestor.agent_exec.errors import (
     ExitCode,
     InterruptedBySignalError,
     UnavailableError,
+    printable,
     suppress,
 )
 from attestor.agent_exec.logs import configure as configure_logging
@@ -312,7 +313,9 @@ class Call:
         self.child = self.runner.run(env)
         self.stopwatch.lap("command")
         if self.child.exec_error:
-            print(f"agent-exec: {self.child.exec_error}", file=sys.stderr)
+            print(
+                f"agent-exec: {printable(str(self.child.exec_error))}", file=sys.stderr
+            )
 
     def _start_renewer(self) -> None:
         from attestor.agent_exec.renew import Renewable, Renewer
@@ -388,7 +391,7 @@ class Call:
 
     def _outcome_code(self) -> int:
         if self.error is not None:
-            print(f"agent-exec: {self.error}", file=sys.stderr)
+            print(f"agent-exec: {printable(str(self.error))}", file=sys.stderr)
         if isinstance(self.error, InterruptedBySignalError):
             return 128 + self.error.signum
         if self._pending_signal:
@@ -396,7 +399,7 @@ class Call:
             # as a denied creds read. It still decides the code, as it does
             # after a request that succeeded.
             interrupted = InterruptedBySignalError(self._pending_signal)
-            print(f"agent-exec: {interrupted}", file=sys.stderr)
+            print(f"agent-exec: {printable(str(interrupted))}", file=sys.stderr)
             return 128 + interrupted.signum
         if self.error is not None:
             return int(self.error.exit_code)
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options = parse_options(argv)
     except ExecError as err:
-        print(f"agent-exec: {err}", file=sys.stderr)
+        print(f"agent-exec: {printable(str(err))}", file=sys.stderr)
         _exit_now(err.exit_code)
     configure_logging(options.verbose)
 
@@ -485,9 +488,10 @@ def _print_revocation_failure(
     """
     for lease_id, error in report.failed.items():
         print(
-            f"agent-exec: revocation of lease {lease_id} failed: {error}; the "
-            "credential may stay valid until the lease expires, unless an operator "
-            "revokes the lease first with 'vault lease revoke'",
+            f"agent-exec: revocation of lease {lease_id} failed: "
+            f"{printable(error)}; the credential may stay valid until the lease "
+            "expires, unless an operator revokes the lease first with "
+            "'vault lease revoke'",
             file=sys.stderr,
         )
     if not report.token_revoked:
@@ -501,7 +505,8 @@ def _print_revocation_failure(
             else "it stays valid until its TTL ends"
         )
         print(
-            f"agent-exec: revocation of the call's token failed: {report.token_error}; "
+            "agent-exec: revocation of the call's token failed: "
+            f"{printable(report.token_error)}; "
             f"{lifetime}",
             file=sys.stderr,
         )

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 
+def printable(text: str) -> str:
+    """Return `text` with each non-printable character escaped as repr() does.
+
+    Messages name values from options, the environment and servers, and a
+    terminal would otherwise act on their control sequences.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class ExitCode:
     """Exit codes that agent-exec itself chooses.
 

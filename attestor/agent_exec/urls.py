@@ -51,6 +51,8 @@ def split_base_url(url: str) -> BaseUrl:
         host, _, port_text = host_port.partition(":")
     if not host:
         raise ValueError("the host is missing")
+    if any(char.isspace() or not char.isprintable() for char in host):
+        raise ValueError(f"the host {host!r} contains a space or control character")
 
     port = DEFAULT_PORTS[scheme]
     if port_text:

@@ -23,7 +23,7 @@ import sys
 import time
 
 from attestor.agent_exec import signals
-from attestor.agent_exec.errors import suppress
+from attestor.agent_exec.errors import printable, suppress
 from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.revoke import revoke_call
 
@@ -198,7 +198,7 @@ def _report(pgid: int, report: RevocationReport) -> None:
     message = f"agent-exec ended without cleaning up; {killed}{outcome}"
     with suppress(OSError):
         print(
-            f"agent-exec watchdog: {message}",
+            f"agent-exec watchdog: {printable(message)}",
             file=sys.stderr,
             flush=True,
         )
