@@ -88,7 +88,20 @@ def is_alive(pid: int) -> bool:
         reaped, _ = os.waitpid(pid, os.WNOHANG)
         if reaped == pid:
             return False
-    return True
+    # A process started by an earlier `up` is init's child once that `up`
+    # exits, and stays a zombie until init reaps it, which a container's
+    # init may do late or never.
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may
+    # itself contain ") ".
+    return stat.rpartition(") ")[2][:1] in {"Z", "X"}
 
 
 def stop(name: str, pid: int, *, grace: float = 10.0) -> None:
