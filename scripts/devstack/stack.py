@@ -95,6 +95,14 @@ def up(state_dir: Path, *, build: bool = True) -> StackState:
     if current is not None and _complete_and_alive(current):
         return current
     if current is not None:
+        # OpenBao's dev server and moto keep their state in memory, so one
+        # dead component means a new root token, ports and keys for all.
+        dead = [name for name, pid in current.pids().items() if not is_alive(pid)]
+        log.warning(
+            "%s not running; restarting the whole stack with new addresses and "
+            "a new root token: load its environment again",
+            ", ".join(dead) or "moto",
+        )
         down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
