@@ -236,7 +236,7 @@ class _Exchange:
 
 
 def _file_kind(path: str) -> str:
-    """Return the file type of `path` ("socket", "regular file", ...), or "" if unknown."""
+    """Return the file type of `path` ("socket", "directory", ...), or "" if unknown."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
