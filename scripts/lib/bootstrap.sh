@@ -45,7 +45,10 @@ ensure_venv() {
     if [ ! -e "$stamp" ]; then
         echo "installing agent-bridge and its dependencies into $VENV" >&2
         "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet_pip >&2
-        "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" 2>&1 | quiet_pip >&2
+        # setuptools reports every editable install with a 10-line banner;
+        # the filter matches that warning's message only.
+        PYTHONWARNINGS="ignore:Editable installation" \
+            "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" 2>&1 | quiet_pip >&2
         rm -f "$VENV"/.agent-bridge-*
         touch "$stamp"
     fi
