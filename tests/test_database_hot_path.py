@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from plugin.bridge.storage import StorageError
+from plugin.database import path_creds, postgres
 from plugin.database.credentials import PASSWORD_ALPHABET, generate_password
+from plugin.database.errors import DatabaseUnavailableError
 from plugin.framework import InMemoryStorage, put_wal
 from plugin.logical import BadRequestError, LogicalError, Operation, Request
 from tests.support.database import FakeSystemView, Mount, configure, new_mount
@@ -75,6 +77,45 @@ def test_taken_name_keeps_other_role(mount: Mount, pg_cluster: Cluster) -> None:
     assert mount.storage.list("wal/") == []
     with connect(pg_cluster) as conn:
         conn.execute('DROP ROLE "taken-demo-readonly"')
+
+
+@pytest.mark.parametrize("foreign", [True, False])
+def test_failed_commit_rollback_checks_owner(
+    mount: Mount,
+    pg_cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    foreign: bool,
+) -> None:
+    """A mint whose COMMIT failed drops its own role, never another's."""
+    configure(mount, pg_cluster, username_template="commit-{{.RoleName}}")
+    add_role(mount)
+    name = "commit-demo-readonly"
+    with connect(pg_cluster) as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+    def create_then_lose_commit(
+        conn: Any, statements: Any, values: Any, comment: Any, before_commit: Any
+    ) -> None:
+        if foreign:
+            # The transaction did not commit, and someone else then took the name.
+            with connect(pg_cluster) as other:
+                other.execute(f'CREATE ROLE "{name}" LOGIN')
+        else:
+            # The COMMIT reached PostgreSQL, but its reply was lost.
+            postgres.create_user(conn, statements, values, comment)
+        before_commit()
+        raise DatabaseUnavailableError("connection lost during COMMIT")
+
+    monkeypatch.setattr(path_creds, "create_user", create_then_lose_commit)
+
+    with pytest.raises(DatabaseUnavailableError, match="during COMMIT"):
+        mount.creds("demo-readonly", "dev")
+
+    assert role_exists(pg_cluster, name) is foreign
+    assert mount.storage.list("wal/") == []
+    assert mount.storage.list("database/live/") == []
+    with connect(pg_cluster) as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def test_repeated_name_keeps_first_lease(mount: Mount, pg_cluster: Cluster) -> None:

@@ -27,7 +27,7 @@ from plugin.database.leases import (
 )
 from plugin.database.postgres import create_user, revoke_user
 from plugin.database.roles import RoleEntry
-from plugin.database.rollback import WAL_KIND_CREDS
+from plugin.database.rollback import WAL_KIND_CREDS, created_here
 from plugin.database.secret_creds import expiration_text
 from plugin.framework import (
     Field,
@@ -270,6 +270,17 @@ class _CredsHandler:
     def _roll_back(self, request: Request, mint: Mint, wal_id: str) -> None:
         try:
             with self.backend.connection(mint.db_name, mint.config) as conn:
+                if not created_here(conn, mint.db_name, mint.username):
+                    # The role lacks this config's comment, so the COMMIT did
+                    # not take effect and someone else created the role since.
+                    logger.warning(
+                        "rollback left a role this plugin did not create for "
+                        "the config: config=%s username=%s",
+                        mint.db_name,
+                        mint.username,
+                    )
+                    delete_wal(request.storage, wal_id)
+                    return
                 revoke_user(
                     conn,
                     mint.username,

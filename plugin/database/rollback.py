@@ -72,7 +72,7 @@ def roll_back_user(
         )
         return
     with backend.connection(db_name, config, data.get("connection")) as conn:
-        if not _created_here(conn, db_name, username):
+        if not created_here(conn, db_name, username):
             # A crash before the create's COMMIT leaves the entry but no
             # role, so a role of that name belongs to someone else, such as
             # a user whose name the username_template repeated.
@@ -98,7 +98,7 @@ def roll_back_user(
     )
 
 
-def _created_here(conn: psycopg.Connection[Any], db_name: str, username: str) -> bool:
+def created_here(conn: psycopg.Connection[Any], db_name: str, username: str) -> bool:
     """Return whether role `username` is missing or this plugin made it for `db_name`.
 
     Like tidy, it checks that the role's COMMENT carries the plugin's marker
