@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from plugin.framework import Field, FieldData, FieldType, Path, get_json, put_json
 from plugin.logical import (
+    BadRequestError,
     Operation,
     PermissionDeniedError,
     Request,
@@ -26,6 +28,9 @@ from plugin.logical import (
 logger = logging.getLogger(__name__)
 
 IDENTITY_CONFIG_KEY = "config/identity"
+# An auth mount's accessor is "auth_<type>_" and 8 hex digits: OpenBao 2.7
+# lists auth_jwt_74f2eefb, Vault's `auth list` docs show auth_userpass_eea6507e.
+ACCESSOR_PATTERN = re.compile(r"auth_[A-Za-z0-9._-]+_[0-9a-f]{8}")
 
 
 class CallerDeniedError(PermissionDeniedError):
@@ -123,6 +128,25 @@ def identity_paths() -> list[Path]:
     ]
 
 
+def check_accessor(accessor: str) -> None:
+    """Raise BadRequestError unless `accessor` has the form of an auth mount's.
+
+    The plugin cannot list auth mounts, so an accessor of the right form that
+    names no mount still shows only at the first request, as a denial.
+    """
+    hint = "give the JWT auth mount's accessor from `bao auth list`, e.g. auth_jwt_..."
+    if ACCESSOR_PATTERN.fullmatch(accessor) is None:
+        raise BadRequestError(
+            f"invalid jwt_mount_accessor {accessor!r}: not an auth mount "
+            f"accessor; {hint}"
+        )
+    if accessor.startswith("auth_token_"):
+        raise BadRequestError(
+            f"invalid jwt_mount_accessor {accessor!r}: it is the token auth "
+            f"mount, whose tokens carry no agent name; {hint}"
+        )
+
+
 def _read_identity(request: Request, data: FieldData) -> Response | None:
     accessor = load_jwt_mount_accessor(request.storage)
     return Response(data={"jwt_mount_accessor": accessor}) if accessor else None
@@ -132,6 +156,7 @@ def _write_identity(request: Request, data: FieldData) -> Response | None:
     accessor = data.require(
         "jwt_mount_accessor", "give the accessor of the JWT auth mount (auth_jwt_...)"
     )
+    check_accessor(accessor)
     put_json(request.storage, IDENTITY_CONFIG_KEY, {"jwt_mount_accessor": accessor})
     logger.info("identity configured: jwt_mount_accessor=%s", accessor)
     return None

@@ -21,7 +21,14 @@ from plugin.logical import (
     LogicalError,
     PermissionDeniedError,
 )
-from tests.support.database import HOUR, FakeSystemView, Mount, configure, new_mount
+from tests.support.database import (
+    HOUR,
+    JWT_ACCESSOR,
+    FakeSystemView,
+    Mount,
+    configure,
+    new_mount,
+)
 from tests.support.postgres import Cluster, connect, role_comment, stored_password
 
 READONLY = (
@@ -129,6 +136,36 @@ def test_alias_on_other_mount_denied(mount: Mount, pg_cluster: Cluster) -> None:
     mount.write("config/identity", jwt_mount_accessor="auth_jwt_00000000")
     with pytest.raises(PermissionDeniedError, match="config/identity names that"):
         mount.creds("demo-readonly", "dev")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("jwt/", "not an auth mount accessor"),
+        ("jwt", "not an auth mount accessor"),
+        ("auth_jwt_74F2EEFB", "not an auth mount accessor"),
+        ("auth_jwt_74f2eef", "not an auth mount accessor"),
+        (" auth_jwt_74f2eefb", "not an auth mount accessor"),
+        ("auth_token_b011cc9e", "token auth mount"),
+    ],
+)
+def test_identity_rejects_bad_accessor(mount: Mount, value: str, problem: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        mount.write("config/identity", jwt_mount_accessor=value)
+
+    message = str(caught.value)
+    assert f"invalid jwt_mount_accessor {value!r}" in message
+    assert problem in message
+    assert "bao auth list" in message
+    assert mount.read("config/identity").data == {"jwt_mount_accessor": JWT_ACCESSOR}
+
+
+@pytest.mark.parametrize(
+    "value", ["auth_jwt_74f2eefb", "auth_oidc_0a1b2c3d", "auth_my-jwt.v2_00000000"]
+)
+def test_identity_accepts_accessor(mount: Mount, value: str) -> None:
+    mount.write("config/identity", jwt_mount_accessor=value)
+    assert mount.read("config/identity").data == {"jwt_mount_accessor": value}
 
 
 def test_nasty_admin_password_works(mount: Mount, pg_cluster: Cluster) -> None:
