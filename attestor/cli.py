@@ -96,6 +96,8 @@ def token(socket_path: str, tool: str | None, on_behalf_of: str | None) -> None:
 @_socket_option
 @click.option(
     "--address",
+    "--vault-addr",
+    "address",
     envvar="VAULT_ADDR",
     required=True,
     help="Vault address [env: VAULT_ADDR].",

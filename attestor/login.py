@@ -63,6 +63,13 @@ def vault_login(
             role=role, jwt=jwt, path=mount, use_token=False
         )
     except hvac.exceptions.VaultError as err:
+        if not isinstance(err.json, dict):
+            # Vault sends every error response with a JSON body of `errors`.
+            raise LoginError(
+                f"the server at {address} is not Vault: it responded to the login "
+                f"with {_status_text(err)} and no JSON error body; check "
+                "--address or VAULT_ADDR"
+            ) from err
         raise LoginError(
             f"Vault at {address} rejected the login to auth/{mount} as role "
             f"{role!r}: {_vault_message(err)}; check the role's bound claims "
@@ -73,6 +80,12 @@ def vault_login(
             f"cannot reach Vault at {address}: {err}; check VAULT_ADDR"
         ) from err
 
+    if not isinstance(response, dict):
+        # hvac returns the raw response when a 2xx body is not JSON.
+        raise LoginError(
+            f"the server at {address} is not Vault: its login response is not "
+            "JSON; check --address or VAULT_ADDR"
+        )
     auth = response.get("auth") or {}
     try:
         return VaultLogin(
@@ -105,6 +118,23 @@ def store_token(token: str, path: str | None = None) -> str:
         raise
     logger.debug("stored the Vault token in %s", target)
     return target
+
+
+def _status_text(err: hvac.exceptions.VaultError) -> str:
+    """Return the HTTP status behind one of hvac's per-status exceptions."""
+    statuses = {
+        hvac.exceptions.InvalidRequest: 400,
+        hvac.exceptions.Unauthorized: 401,
+        hvac.exceptions.Forbidden: 403,
+        hvac.exceptions.InvalidPath: 404,
+        hvac.exceptions.RateLimitExceeded: 429,
+        hvac.exceptions.InternalServerError: 500,
+        hvac.exceptions.VaultNotInitialized: 501,
+        hvac.exceptions.BadGateway: 502,
+        hvac.exceptions.VaultDown: 503,
+    }
+    status = statuses.get(type(err))
+    return f"HTTP {status}" if status else "an HTTP error status"
 
 
 def _vault_message(err: hvac.exceptions.VaultError) -> str:
