@@ -256,6 +256,8 @@ def test_kill_9_then_next_request_restarts(bao: OpenBao) -> None:
     new_pid = _read_pid_with_retry(bao, "e1")
     assert new_pid != pid
     assert bao.request("GET", "e1/kv/alpha")["data"]["colour"] == "green"
+    # Vault initializes the new process, with storage, before its first request.
+    assert bao.request("GET", "e1/info")["data"]["initialized_by"] == new_pid
 
 
 def test_plugin_reload_starts_new_process(bao: OpenBao) -> None:

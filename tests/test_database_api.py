@@ -261,6 +261,52 @@ def test_rotate_root_rollback_keeps_old(mount: Mount, pg_cluster: Cluster) -> No
     assert mount.storage.list("wal/") == []
 
 
+def test_initialize_finishes_cut_rotation(mount: Mount, pg_cluster: Cluster) -> None:
+    """A rotation killed between ALTER ROLE and the save is completed at start-up."""
+    with psycopg.connect(**pg_cluster.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS cut_admin")
+        conn.execute("CREATE ROLE cut_admin SUPERUSER LOGIN PASSWORD 'before-cut-1'")
+    configure(mount, pg_cluster, username="cut_admin", password="before-cut-1")
+    add_role(mount)
+    # The state a SIGKILL leaves: the WAL entry, and the server's new password.
+    put_wal(
+        mount.storage,
+        "database-rotate-root",
+        {"name": "pg", "new_password": "after-cut-1"},
+    )
+    put_wal(mount.storage, "other-kind", {"kept": True})
+    with psycopg.connect(**pg_cluster.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER ROLE cut_admin PASSWORD 'after-cut-1'")
+    mount.backend.invalidate("database/config/pg")
+
+    mount.backend.initialize(mount.storage)
+
+    stored = load_config(mount.storage, "pg")
+    assert stored is not None
+    assert stored.password == "after-cut-1"
+    assert len(mount.storage.list("wal/")) == 1
+    secret = mount.creds("demo-readonly", "dev").secret
+    assert secret is not None
+    mount.revoke(secret)
+
+
+def test_initialize_keeps_unapplied_rotation(mount: Mount, pg_cluster: Cluster) -> None:
+    configure(mount, pg_cluster)
+    # A rotation killed before ALTER ROLE ran: the stored password stays.
+    put_wal(
+        mount.storage,
+        "database-rotate-root",
+        {"name": "pg", "new_password": "never-applied-2"},
+    )
+
+    mount.backend.initialize(mount.storage)
+
+    stored = load_config(mount.storage, "pg")
+    assert stored is not None
+    assert stored.password == pg_cluster.password
+    assert mount.storage.list("wal/") == []
+
+
 def test_role_update_with_null_clears(mount: Mount, pg_cluster: Cluster) -> None:
     configure(mount, pg_cluster)
     add_role(mount, max_ttl=600, renew_statements=["SELECT 1"])

@@ -17,7 +17,7 @@ from plugin.database.path_roles import role_paths
 from plugin.database.path_rotate import rotate_paths
 from plugin.database.path_tidy import LapsedUserSweep, tidy_paths
 from plugin.database.roles import ROLE_PREFIX
-from plugin.database.rollback import rollback_handlers
+from plugin.database.rollback import finish_pending_rotations, rollback_handlers
 from plugin.database.secret_creds import CredsSecret
 from plugin.framework import Extension
 from plugin.logical import SystemView
@@ -39,6 +39,7 @@ def database_extension(system: Callable[[], SystemView]) -> Extension:
         secrets=[creds],
         wal_rollback=rollback_handlers(backend),
         periodic=LapsedUserSweep(backend),
+        initialize=lambda storage: finish_pending_rotations(backend, storage),
         cleanup=backend.cleanup,
         invalidate=backend.invalidate,
         seal_wrap_storage=["database/config/*"],

@@ -11,7 +11,7 @@ from plugin.database.config import load_config, save_config
 from plugin.database.errors import AuthenticationFailedError
 from plugin.database.leases import forget_live, is_live
 from plugin.database.postgres import generated_role_comment, revoke_user, role_exists
-from plugin.framework import WALRollbackHandler, get_wal, list_wal
+from plugin.framework import WALRollbackHandler, delete_wal, get_wal, list_wal
 from plugin.logical import Request, Storage
 
 if TYPE_CHECKING:
@@ -114,8 +114,50 @@ def finish_root_rotation(
     backend: DatabaseBackend, request: Request, data: dict[str, Any]
 ) -> None:
     """Store the rotated password if the server took it, else drop the entry."""
+    _finish_rotation(backend, request.storage, data)
+
+
+def finish_pending_rotations(backend: DatabaseBackend, storage: Storage) -> None:
+    """Complete the root rotations that a killed plugin process left half done.
+
+    Vault initializes the backend when the mount starts and when it restarts
+    a plugin that died, so an entry found then may belong to a rotation cut
+    between its ALTER ROLE and the config's save. Until it is completed, the
+    config's stored password no longer works, and waiting for the periodic
+    rollback would take `WAL_ROLLBACK_MIN_AGE`. A rotation still running in
+    this process has acquired `write_lock`, and it deletes its own entry.
+    """
+    try:
+        entries = [get_wal(storage, entry_id) for entry_id in list_wal(storage)]
+    except Exception as err:  # a failed Initialize would fail the mount
+        logger.warning("pending root rotations not checked: error=%s", err)
+        return
+    for entry in entries:
+        if entry is None or entry.kind != WAL_KIND_ROTATE_ROOT:
+            continue
+        entry_id = entry.id
+        with backend.write_lock:
+            try:
+                if get_wal(storage, entry_id) is None:
+                    continue  # the rotation that wrote it has finished
+                _finish_rotation(backend, storage, entry.data)
+            except Exception as err:  # the periodic rollback retries it
+                logger.warning(
+                    "pending root rotation not finished at start-up: wal_id=%s "
+                    "config=%s error=%s",
+                    entry_id,
+                    entry.data.get("name"),
+                    err,
+                )
+                continue
+            delete_wal(storage, entry_id)
+
+
+def _finish_rotation(
+    backend: DatabaseBackend, storage: Storage, data: dict[str, Any]
+) -> None:
     name = str(data["name"])
-    config = load_config(request.storage, name)
+    config = load_config(storage, name)
     if config is None or config.password == data["new_password"]:
         return
     candidate = dataclasses.replace(config, password=str(data["new_password"]))
@@ -126,6 +168,6 @@ def finish_root_rotation(
         logger.info("root rotation had not applied: config=%s", name)
         return
     with backend.write_lock:
-        save_config(request.storage, name, candidate)
+        save_config(storage, name, candidate)
     backend.close_pool(name)
     logger.info("root rotation completed from the WAL: config=%s", name)

@@ -165,6 +165,8 @@ class EchoBackend:
                 "display_name": request.display_name,
                 "entity_name": entity.name if entity else "",
                 "pid": os.getpid(),
+                # The PID of the process whose `initialize` ran last.
+                "initialized_by": int(request.storage.get("initialized") or 0),
             }
         )
 
