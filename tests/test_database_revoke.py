@@ -276,6 +276,33 @@ def test_tidy_omits_user_revoked_meanwhile(pg_cluster: Cluster) -> None:
     mount.backend.cleanup()
 
 
+def test_tidy_spanning_rotate_root_succeeds(pg_cluster: Cluster) -> None:
+    """A rotate-root between tidy's listing and its drops changes nothing for it."""
+    with connect(pg_cluster) as conn:
+        conn.execute("DROP ROLE IF EXISTS tidy_admin")
+        conn.execute("CREATE ROLE tidy_admin SUPERUSER LOGIN PASSWORD 'tidy-pw-1'")
+    storage = RevokeDuringTidy()
+    mount = new_mount(storage=storage)
+    configure(mount, pg_cluster, username="tidy_admin", password="tidy-pw-1")
+    create_generated_role(pg_cluster, "v-dev-rotated-1", "pg")
+    storage.on_live_list = lambda: mount.write("database/rotate-root/pg")
+
+    tidied = mount.write("database/tidy")
+
+    assert tidied is not None
+    assert tidied.data["dropped"]["pg"] == ["v-dev-rotated-1"]
+    assert not role_exists(pg_cluster, "v-dev-rotated-1")
+    again = mount.write("database/tidy")
+    assert again is not None
+    assert again.data["dropped"]["pg"] == []
+    # The rotation did run: the first password no longer logs in.
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            **{**pg_cluster.conninfo(), "user": "tidy_admin", "password": "tidy-pw-1"}
+        )
+    mount.backend.cleanup()
+
+
 @pytest.fixture
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster this test may stop and start without disturbing the others."""

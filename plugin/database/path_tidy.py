@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from plugin.database.backend import DatabaseBackend
-from plugin.database.config import DatabaseConfig, list_configs, load_config
-from plugin.database.errors import ConfigNotFoundError
+from plugin.database.config import list_configs, load_config
+from plugin.database.errors import AuthenticationFailedError, ConfigNotFoundError
 from plugin.database.leases import forget_live, is_expired, load_live
 from plugin.database.postgres import drop_user, list_generated_roles, role_exists
 from plugin.database.rollback import users_being_created
 from plugin.framework import Field, FieldData, FieldType, Path
 from plugin.logical import Operation, Request, Response, Storage
+
+if TYPE_CHECKING:
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +100,23 @@ def tidy_config(
     With `lapsed_only`, drop only users whose VALID UNTIL passed more than
     LAPSE_GRACE seconds ago.
     """
-    config = load_config(storage, name)
-    if config is None:
+    try:
+        return _tidy_config(backend, storage, name, lapsed_only)
+    except AuthenticationFailedError:
+        # A rotate-root may have changed the admin password after this tidy
+        # read the config. It keeps write_lock until the new one is stored.
+        with backend.write_lock:
+            pass
+        logger.info("tidy retried after a rejected password: config=%s", name)
+        return _tidy_config(backend, storage, name, lapsed_only)
+
+
+def _tidy_config(
+    backend: DatabaseBackend, storage: Storage, name: str, lapsed_only: bool
+) -> list[str]:
+    if load_config(storage, name) is None:
         return []
-    with backend.connection(name, config) as conn:
+    with _connection(backend, storage, name) as conn:
         generated = list_generated_roles(conn, LAPSE_GRACE)
     # Read in this order (server, WAL, records): a user created meanwhile
     # has its WAL entry until its record exists.
@@ -113,23 +131,39 @@ def tidy_config(
             continue
         if record is not None and not is_expired(record) and not role.lapsed:
             continue
-        with backend.connection(name, config) as conn:
-            existed = drop_user(conn, username, config.owner_role)
+        with _connection(backend, storage, name) as conn:
+            existed = drop_user(conn, username, _owner_role(storage, name))
         forget_live(storage, name, username)
         if not existed:
             continue  # a revoke dropped it and its record after the listing
         dropped.append(username)
         logger.info("tidy dropped orphan: config=%s username=%s", name, username)
-    _forget_dropped(backend, storage, name, config, set(live) - set(generated))
+    _forget_dropped(backend, storage, name, set(live) - set(generated))
     return dropped
 
 
+def _connection(
+    backend: DatabaseBackend, storage: Storage, name: str
+) -> AbstractContextManager[psycopg.Connection[Any]]:
+    """Return a connection made with the config as stored now.
+
+    A tidy of many users outlasts a rotate-root, and a connection opened
+    with the config read before it would replace the pool of the new
+    password with one of the rejected old password.
+    """
+    config = load_config(storage, name)
+    if config is None:
+        raise ConfigNotFoundError(f"config {name!r} was deleted during the tidy")
+    return backend.connection(name, config)
+
+
+def _owner_role(storage: Storage, name: str) -> str:
+    config = load_config(storage, name)
+    return config.owner_role if config is not None else ""
+
+
 def _forget_dropped(
-    backend: DatabaseBackend,
-    storage: Storage,
-    name: str,
-    config: DatabaseConfig,
-    candidates: set[str],
+    backend: DatabaseBackend, storage: Storage, name: str, candidates: set[str]
 ) -> None:
     """Delete the live records of users that no longer exist on the server.
 
@@ -140,7 +174,7 @@ def _forget_dropped(
     """
     if not candidates:
         return
-    with backend.connection(name, config) as conn:
+    with _connection(backend, storage, name) as conn:
         missing = [u for u in sorted(candidates) if not role_exists(conn, u)]
     for username in missing:
         forget_live(storage, name, username)
