@@ -97,8 +97,13 @@ def test_handshake_line_format() -> None:
 
 def test_protocol_version_five_required() -> None:
     handshake.check_protocol_version({"PLUGIN_PROTOCOL_VERSIONS": "5"})
-    with pytest.raises(handshake.HandshakeError, match="only version 5"):
+    with pytest.raises(handshake.HandshakeError) as caught:
         handshake.check_protocol_version({"PLUGIN_PROTOCOL_VERSIONS": "3,4"})
+
+    message = str(caught.value)
+    assert "offered plugin protocol versions '3,4'" in message
+    assert "only version 5" in message
+    assert "register the plugin again or restart the server" in message
 
 
 def test_missing_cookie_exits_with_message() -> None:

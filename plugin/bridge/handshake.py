@@ -45,7 +45,9 @@ def check_protocol_version(environ: os._Environ[str] | dict[str, str]) -> None:
         raise HandshakeError(
             f"Vault offered plugin protocol versions {offered!r}, but this "
             f"plugin speaks only version {APP_PROTOCOL_VERSION} (Vault 1.12+, "
-            "OpenBao 2.0+)"
+            "OpenBao 2.0+). Vault offers 3 and 4 after a start of the plugin "
+            "failed during set-up; register the plugin again or restart the "
+            "server to recover the mount"
         )
 
 
