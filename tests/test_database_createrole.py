@@ -112,3 +112,51 @@ def test_createrole_admin_revokes_with_membership(
     with pytest.raises(psycopg.OperationalError):
         session.execute("SELECT 1")
     session.close()
+
+
+@pytest.fixture
+def owner_role(pg_cluster: Cluster, createrole_admin: str) -> Iterator[str]:
+    """A NOLOGIN role that receives the objects of revoked users."""
+    name = "bridge_objects_owner"
+    with connect(pg_cluster) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {name}")
+        conn.execute(f"CREATE ROLE {name} NOLOGIN")
+    try:
+        yield name
+    finally:
+        with connect(pg_cluster) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.mark.parametrize("member", [False, True])
+def test_createrole_admin_owner_role_membership(
+    mount: Mount, pg_cluster: Cluster, owner_role: str, member: bool
+) -> None:
+    """REASSIGN OWNED to owner_role needs the admin's membership in it too."""
+    if member:
+        with connect(pg_cluster) as conn:
+            conn.execute(f"GRANT {owner_role} TO {ADMIN}")
+    configure_admin(mount, pg_cluster)
+    mount.write("database/config/pg", owner_role=owner_role)
+    add_role(mount, "writer", creation_statements=[CREATE, MEMBERSHIP])
+    response = mount.creds("writer", "dev")
+    username = response.data["username"]
+    with login(pg_cluster, response.data) as session:
+        session.execute("CREATE TABLE owned_scratch (n int)")
+    assert response.secret is not None
+
+    if not member:
+        try:
+            with pytest.raises(LogicalError, match="permission denied to reassign"):
+                mount.revoke(response.secret)
+            assert role_exists(pg_cluster, username)
+            assert table_owner(pg_cluster, "owned_scratch") == username
+        finally:
+            drop_left_user(pg_cluster, username)
+        return
+
+    mount.revoke(response.secret)
+
+    assert not role_exists(pg_cluster, username)
+    assert table_owner(pg_cluster, "owned_scratch") == owner_role
