@@ -291,3 +291,64 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
         return "Z"
+
+
+# Shell launchers around the echo plugin. The first fails its first start
+# only. The second exits at every protocol 5 start, so OpenBao runs the
+# plugin through its fallback client alone: metadata mode, then TLS from a
+# wrapping token.
+FAILS_FIRST_START = """\
+#!/bin/sh
+if [ ! -e '{marker}' ]; then : > '{marker}'; exit 1; fi
+exec '{plugin}' "$@"
+"""
+EXITS_ON_V5 = """\
+#!/bin/sh
+case "$PLUGIN_PROTOCOL_VERSIONS" in *5*) : > '{marker}'; exit 1;; esac
+exec '{plugin}' "$@"
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "launcher", "protocol"),
+    [("echo-first-fails", FAILS_FIRST_START, "5"), ("echo-no-v5", EXITS_ON_V5, "4")],
+    ids=["first-start-fails", "v5-always-fails"],
+)
+def test_failed_v5_start_falls_back(
+    bao: OpenBao, name: str, launcher: str, protocol: str
+) -> None:
+    """A mount whose protocol 5 start fails is mounted through OpenBao's v4 client."""
+    install_echo_plugin(bao, "echo-real")
+    marker = bao.folder / f"{name}-failed"
+    path = bao.plugin_dir / name
+    path.write_text(launcher.format(marker=marker, plugin=bao.plugin_dir / "echo-real"))
+    path.chmod(0o755)
+    bao.register(name, name)
+    mount = f"{name}-mount"
+
+    bao.enable(mount, name)
+    bao.request("PUT", f"{mount}/kv/beta", {"colour": "blue"})
+    # The fallback client restarts a killed process the same way.
+    pid = plugin_pid(bao, mount)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(p.pid != pid for p in bao.plugin_processes()), 5)
+    new_pid = _read_pid_with_retry(bao, mount)
+
+    assert marker.exists()
+    assert new_pid != pid
+    assert bao.request("GET", f"{mount}/kv/beta")["data"] == {"colour": "blue"}
+    log = bao.log_path.read_text()
+    assert f"successfully dispensed v4 backend plugin: name={name}" in log
+    # Serving processes, not the metadata-mode ones, each with its protocol.
+    served = [
+        line
+        for line in log.splitlines()
+        if f"secrets.{name}." in line
+        and "plugin started: " in line
+        and "@module=plugin.bridge.server" in line
+        and "metadata=true" not in line
+    ]
+    assert len(served) == 2
+    for line in served:
+        assert re.search(rf"\bprotocol={protocol}\b", line), line
+    bao.disable(mount)

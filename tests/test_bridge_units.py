@@ -95,15 +95,27 @@ def test_handshake_line_format() -> None:
     assert line == "1|5|unix|/tmp/x/plugin.sock|grpc|QUJD\n"
 
 
-def test_protocol_version_five_required() -> None:
-    handshake.check_protocol_version({"PLUGIN_PROTOCOL_VERSIONS": "5"})
+@pytest.mark.parametrize(
+    ("offered", "chosen"), [("5", 5), ("3,4,5", 5), ("3,4", 4), ("4", 4), ("3", 3)]
+)
+def test_protocol_version_highest_offered(offered: str, chosen: int) -> None:
+    environ = {"PLUGIN_PROTOCOL_VERSIONS": offered}
+    assert handshake.negotiate_protocol_version(environ) == chosen
+
+
+@pytest.mark.parametrize("offered", ["", "2", "6", "1,2"])
+def test_protocol_version_unknown_rejected(offered: str) -> None:
     with pytest.raises(handshake.HandshakeError) as caught:
-        handshake.check_protocol_version({"PLUGIN_PROTOCOL_VERSIONS": "3,4"})
+        handshake.negotiate_protocol_version({"PLUGIN_PROTOCOL_VERSIONS": offered})
 
     message = str(caught.value)
-    assert "offered plugin protocol versions '3,4'" in message
-    assert "only version 5" in message
-    assert "register the plugin again or restart the server" in message
+    assert f"offered plugin protocol versions {offered!r}" in message
+    assert "speaks versions 3 to 5" in message
+
+
+def test_handshake_line_names_version() -> None:
+    line = handshake.handshake_line("/tmp/x/plugin.sock", "", 4)
+    assert line == "1|4|unix|/tmp/x/plugin.sock|grpc|\n"
 
 
 def test_missing_cookie_exits_with_message() -> None:

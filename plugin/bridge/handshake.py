@@ -19,6 +19,8 @@ MAGIC_COOKIE_KEY = "VAULT_BACKEND_PLUGIN"
 MAGIC_COOKIE_VALUE = "6669da05-b1c8-4f49-97d9-c8e5bed98e20"
 CORE_PROTOCOL_VERSION = 1
 APP_PROTOCOL_VERSION = 5
+# Versions of Vault's fallback client, which has no AutoMTLS, highest first.
+FALLBACK_PROTOCOL_VERSIONS = (4, 3)
 
 _real_stdout_fd: int | None = None
 
@@ -37,18 +39,22 @@ def check_magic_cookie(environ: os._Environ[str] | dict[str, str]) -> None:
         )
 
 
-def check_protocol_version(environ: os._Environ[str] | dict[str, str]) -> None:
-    """Raise HandshakeError unless Vault offers plugin protocol version 5."""
+def negotiate_protocol_version(environ: os._Environ[str] | dict[str, str]) -> int:
+    """Return the plugin protocol version to speak: 5, else 4 or 3.
+
+    Vault's v5 client offers 5. When a mount's first start of the plugin
+    fails, Vault keeps a fallback client for that mount, which offers 3 and
+    4; over gRPC the two are the same protocol (Vault's sdk/plugin/serve.go).
+    """
     offered = environ.get("PLUGIN_PROTOCOL_VERSIONS", "")
     versions = {part.strip() for part in offered.split(",") if part.strip()}
-    if str(APP_PROTOCOL_VERSION) not in versions:
-        raise HandshakeError(
-            f"Vault offered plugin protocol versions {offered!r}, but this "
-            f"plugin speaks only version {APP_PROTOCOL_VERSION} (Vault 1.12+, "
-            "OpenBao 2.0+). Vault offers 3 and 4 after a start of the plugin "
-            "failed during set-up; register the plugin again or restart the "
-            "server to recover the mount"
-        )
+    for version in (APP_PROTOCOL_VERSION, *FALLBACK_PROTOCOL_VERSIONS):
+        if str(version) in versions:
+            return version
+    raise HandshakeError(
+        f"Vault offered plugin protocol versions {offered!r}, but this plugin "
+        "speaks versions 3 to 5 (Vault 1.12+, OpenBao 2.0+)"
+    )
 
 
 def prepare_process() -> None:
@@ -75,12 +81,11 @@ def guard_stdout() -> None:
     os.dup2(2, 1)
 
 
-def handshake_line(address: str, cert_b64: str) -> str:
+def handshake_line(
+    address: str, cert_b64: str, version: int = APP_PROTOCOL_VERSION
+) -> str:
     """Return the handshake line for a unix socket and a base64 DER cert."""
-    return (
-        f"{CORE_PROTOCOL_VERSION}|{APP_PROTOCOL_VERSION}|unix|{address}|grpc|"
-        f"{cert_b64}\n"
-    )
+    return f"{CORE_PROTOCOL_VERSION}|{version}|unix|{address}|grpc|{cert_b64}\n"
 
 
 def write_handshake(line: str) -> None:

@@ -45,7 +45,7 @@ def serve(factory: Callable[[], Backend]) -> NoReturn:
     handshake.prepare_process()
     hclog.configure()
     try:
-        handshake.check_protocol_version(os.environ)
+        version = handshake.negotiate_protocol_version(os.environ)
     except handshake.HandshakeError as err:
         logger.error("plugin cannot start", extra={"error": str(err)})
         sys.exit(1)
@@ -55,7 +55,7 @@ def serve(factory: Callable[[], Backend]) -> NoReturn:
     work_dir = lifecycle.make_work_dir(os.environ.get("PLUGIN_UNIX_SOCKET_DIR") or None)
     code = 1
     try:
-        running = _start(factory, work_dir, life)
+        running = _start(factory, work_dir, life, version)
         reason = life.wait()
         _stop(running)
         logger.info("plugin stopped", extra={"reason": reason})
@@ -71,7 +71,10 @@ def serve(factory: Callable[[], Backend]) -> NoReturn:
 
 
 def _start(
-    factory: Callable[[], Backend], work_dir: Path, life: lifecycle.Lifecycle
+    factory: Callable[[], Backend],
+    work_dir: Path,
+    life: lifecycle.Lifecycle,
+    protocol: int,
 ) -> _Running:
     advertised = str(work_dir / "plugin.sock")
     mtls = _mutual_tls(work_dir)
@@ -89,11 +92,16 @@ def _start(
     _set_socket_group(advertised, work_dir)
 
     cert_b64 = "" if mtls is None else mtls.cert_b64
-    handshake.write_handshake(handshake.handshake_line(advertised, cert_b64))
+    handshake.write_handshake(handshake.handshake_line(advertised, cert_b64, protocol))
     housekeeping.capture_stdout()
     logger.info(
         "plugin started",
-        extra={"address": advertised, "pid": os.getpid(), "version": version},
+        extra={
+            "address": advertised,
+            "pid": os.getpid(),
+            "version": version,
+            "protocol": protocol,
+        },
     )
     return _Running(server, backends, housekeeping)
 
@@ -106,17 +114,39 @@ class _MutualTls:
 
 
 def _mutual_tls(work_dir: Path) -> _MutualTls | None:
-    """Return the TLS contexts that trust only Vault's certificate, if it has one."""
+    """Return the TLS contexts that trust only Vault's certificate, if it has one.
+
+    Protocol 5 (AutoMTLS) passes Vault's certificate in PLUGIN_CLIENT_CERT.
+    Protocol 4 passes a wrapping token for a certificate both ends share,
+    except in metadata mode, where Vault only reads the plugin's paths and
+    type over a plaintext connection.
+    """
     peer_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
-    if not peer_cert:
-        logger.warning("PLUGIN_CLIENT_CERT is not set; serving without TLS")
+    if peer_cert:
+        identity = tls.generate_identity()
+        return _MutualTls(
+            server=tls.server_context(identity, peer_cert, work_dir),
+            client=tls.client_context(identity, peer_cert, work_dir),
+            cert_b64=identity.cert_b64(),
+        )
+    if _vault_env("PLUGIN_METADATA_MODE") == "true":
+        logger.info("metadata mode: serving without TLS")
         return None
-    identity = tls.generate_identity()
-    return _MutualTls(
-        server=tls.server_context(identity, peer_cert, work_dir),
-        client=tls.client_context(identity, peer_cert, work_dir),
-        cert_b64=identity.cert_b64(),
-    )
+    token = _vault_env("UNWRAP_TOKEN")
+    if token:
+        shared = tls.unwrap_identity(token)
+        return _MutualTls(
+            server=tls.server_context(shared, shared.cert_pem.decode(), work_dir),
+            client=tls.pinned_client_context(shared, work_dir),
+            cert_b64="",
+        )
+    logger.warning("no PLUGIN_CLIENT_CERT or unwrap token is set; serving without TLS")
+    return None
+
+
+def _vault_env(suffix: str) -> str:
+    """Return OpenBao's BAO_ variable of that name, else Vault's VAULT_ one."""
+    return os.environ.get(f"BAO_{suffix}") or os.environ.get(f"VAULT_{suffix}", "")
 
 
 def _stop(running: _Running) -> None:

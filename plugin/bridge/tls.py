@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import os
 import secrets
 import ssl
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,4 +146,77 @@ def client_context(
     """Return a TLS client context for Vault's broker servers."""
     context = _base_context(ssl.PROTOCOL_TLS_CLIENT, identity, peer_cert_pem, work_dir)
     context.check_hostname = True
+    return context
+
+
+def unwrap_identity(token: str, timeout: float = 30.0) -> Identity:
+    """Fetch the certificate and key that Vault wrapped for a protocol 4 start.
+
+    Without AutoMTLS, Vault generates one self-signed ECDSA P-521 certificate
+    for both ends, wraps it with its key in a response-wrapping token passed
+    as BAO_UNWRAP_TOKEN (VAULT_UNWRAP_TOKEN), and names its API address in
+    the token's `addr` claim. The plugin unwraps it over that API.
+    """
+    address = _wrapping_token_address(token)
+    url = address.rstrip("/") + "/v1/sys/wrapping/unwrap"
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"the wrapping token's addr {address!r} is not http(s)")
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url, data=b"{}", method="PUT", headers={"X-Vault-Token": token}
+    )
+    context = None
+    if url.startswith("https://"):
+        cafile = os.environ.get("BAO_CACERT") or os.environ.get("VAULT_CACERT")
+        context = ssl.create_default_context(cafile=cafile or None)
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the scheme is checked above
+            request, timeout=timeout, context=context
+        ) as response:
+            data = json.loads(response.read())["data"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"unwrapping the plugin's TLS certificate at {url} failed: {err}"
+        ) from err
+    cert = x509.load_der_x509_certificate(base64.b64decode(data["ServerCert"]))
+    key = serialization.load_der_private_key(
+        base64.b64decode(data["ServerKey"]), password=None
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return Identity(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+def _wrapping_token_address(token: str) -> str:
+    """Return the `addr` claim of a wrapping token, a JWT, without verifying it.
+
+    Vault's own plugin TLS provider (api/plugin_helpers.go) reads it the
+    same way. The token comes from the environment Vault gave the process.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("the wrapping token is not a JWT; Vault sets it as one")
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, TypeError) as err:
+        raise ValueError("the wrapping token's claims are not JSON") from err
+    address = claims.get("addr") if isinstance(claims, dict) else None
+    if not isinstance(address, str) or not address:
+        raise ValueError("the wrapping token has no addr claim")
+    return address
+
+
+def pinned_client_context(identity: Identity, work_dir: Path) -> ssl.SSLContext:
+    """Return a broker client context that trusts only `identity`'s certificate.
+
+    Under protocol 4 both ends use the one certificate Vault generated. Its
+    name is a random UUID, so the name is not checked: the pinned certificate
+    is the only trust anchor.
+    """
+    peer = identity.cert_pem.decode()
+    context = _base_context(ssl.PROTOCOL_TLS_CLIENT, identity, peer, work_dir)
+    context.check_hostname = False
     return context
