@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from plugin.bridge import convert, handshake, hclog, lifecycle
+from plugin.bridge import convert, handshake, hclog, lifecycle, tls
 from plugin.bridge.backend_service import BackendService
 from plugin.bridge.broker import Broker, BrokerError
 from plugin.bridge.pb import backend_pb2, go_plugin_pb2
@@ -370,3 +371,31 @@ def _exited_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def _jwt_with(claims: object) -> str:
+    def part(value: object) -> str:
+        raw = base64.urlsafe_b64encode(json.dumps(value).encode())
+        return raw.rstrip(b"=").decode()
+
+    return f"{part({'alg': 'ES512'})}.{part(claims)}.c2ln"
+
+
+def test_wrapping_token_address_read() -> None:
+    token = _jwt_with({"addr": "http://127.0.0.1:8200", "accessor": "x"})
+    assert tls._wrapping_token_address(token) == "http://127.0.0.1:8200"
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("s.notajwt", "is not a JWT"),
+        (_jwt_with({"accessor": "x"}), "has no addr claim"),
+        (_jwt_with({"addr": ""}), "has no addr claim"),
+        (_jwt_with(["addr"]), "has no addr claim"),
+        ("a.!!!.c", "claims are not JSON"),
+    ],
+)
+def test_wrapping_token_address_rejects(token: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        tls._wrapping_token_address(token)
