@@ -172,6 +172,38 @@ def test_rollback_finishes_saved_rotation(
     assert works(moto_server, new)
 
 
+@pytest.mark.parametrize("new_seen", [True, False])
+def test_initialize_deletes_cut_rotation_key(
+    mount: Mount, moto_server: MotoServer, rotator: tuple[str, KeyPair], new_seen: bool
+) -> None:
+    """A rotation cut before the save loses its new key when the plugin restarts."""
+    username, old = rotator
+    started = time.time()
+    created = moto_server.client("iam").create_access_key(UserName=username)
+    data: dict[str, object] = {
+        "username": username,
+        "old_access_key": old.access_key,
+        "started_at": started,
+    }
+    if new_seen:
+        data["new_access_key"] = created["AccessKey"]["AccessKeyId"]
+    # A fresh entry, which the periodic rollback would leave for 10 minutes.
+    record = {"kind": "aws-rotate-root", "data": data, "created_at": time.time()}
+    mount.storage.put(WAL_PREFIX + "cut-rotation", json.dumps(record).encode())
+
+    mount.backend.initialize(mount.storage)
+
+    deadline = time.monotonic() + 30
+    while list_wal(mount.storage) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list_wal(mount.storage) == []
+    assert key_ids(moto_server, username) == [old.access_key]
+    assert stored_key(mount) == old.access_key
+    assert works(moto_server, old)
+    # The freed slot lets the next rotation run.
+    assert mount.write("aws/config/rotate-root") is not None
+
+
 def rotate_under_stale_clients(
     mount: Mount, monkeypatch: pytest.MonkeyPatch
 ) -> list[Clients]:

@@ -17,10 +17,10 @@ from plugin.aws.path_config_rotate_root import config_rotate_root_paths
 from plugin.aws.path_creds import creds_paths
 from plugin.aws.path_roles import role_paths
 from plugin.aws.roles import ROLE_PREFIX
-from plugin.aws.rollback import rollback_handlers
+from plugin.aws.rollback import finish_pending_rotations, rollback_handlers
 from plugin.aws.secret_access_keys import AccessKeysSecret
 from plugin.framework import Extension
-from plugin.logical import SystemView
+from plugin.logical import Storage, SystemView
 
 
 def aws_extension(system: Callable[[], SystemView]) -> Extension:
@@ -38,8 +38,13 @@ def aws_extension(system: Callable[[], SystemView]) -> Extension:
         paths=paths,
         secrets=[access_keys],
         wal_rollback=rollback_handlers(backend),
+        initialize=lambda storage: _start_rollback(backend, storage),
         cleanup=backend.finish_deferred,
         invalidate=backend.invalidate,
         seal_wrap_storage=["aws/config/root"],
         cached_storage=["aws/config/", ROLE_PREFIX],
     )
+
+
+def _start_rollback(backend: AwsBackend, storage: Storage) -> None:
+    finish_pending_rotations(backend, storage)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from plugin.aws.client import NOT_FOUND, aws_errors, error_code
 from plugin.aws.config import load_root
 from plugin.aws.iam import delete_user
-from plugin.framework import WALRollbackHandler
-from plugin.logical import Request
+from plugin.framework import (
+    WALEntry,
+    WALRollbackHandler,
+    delete_wal,
+    get_wal,
+    list_wal,
+)
+from plugin.logical import Request, Storage
 
 if TYPE_CHECKING:
     from plugin.aws.backend import AwsBackend, Clients
@@ -65,6 +73,59 @@ def roll_back_rotation(
     backend.with_clients(
         request.storage, lambda clients: _delete_unwanted_key(clients, data)
     )
+
+
+def finish_pending_rotations(
+    backend: AwsBackend, storage: Storage
+) -> threading.Thread | None:
+    """Roll back, on a background thread, rotations a killed process left half done.
+
+    Vault initializes the backend when the mount starts and when it restarts
+    a plugin that died. An entry found then belongs to a rotation that
+    stopped, and its extra key takes one of the user's two key slots, so a
+    new rotation fails with LimitExceeded until the periodic rollback, 10
+    minutes on, deletes it. IAM calls can take up to botocore's timeouts, so
+    Initialize does not wait for them. Returns the thread, if one started.
+    """
+    try:
+        entries = [get_wal(storage, entry_id) for entry_id in list_wal(storage)]
+    except Exception as err:  # a failed Initialize would fail the mount
+        logger.warning("pending root rotations not checked: error=%s", err)
+        return None
+    pending = [e for e in entries if e is not None and e.kind == WAL_KIND_ROTATE_ROOT]
+    if not pending:
+        return None
+    thread = threading.Thread(
+        target=_roll_back_pending,
+        args=(backend, storage, pending),
+        name="aws-rotation-rollback",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def _roll_back_pending(
+    backend: AwsBackend, storage: Storage, pending: list[WALEntry]
+) -> None:
+    for entry in pending:
+        # A rotation in this process holds the lock and deletes its own entry.
+        with backend.write_lock:
+            try:
+                if get_wal(storage, entry.id) is None or load_root(storage) is None:
+                    continue
+                backend.with_clients(
+                    storage, functools.partial(_delete_unwanted_key, data=entry.data)
+                )
+            except Exception as err:  # the periodic rollback retries it
+                logger.warning(
+                    "pending root rotation not rolled back at start-up: wal_id=%s "
+                    "error=%s",
+                    entry.id,
+                    err,
+                )
+                continue
+            delete_wal(storage, entry.id)
 
 
 def _delete_unwanted_key(clients: Clients, data: dict[str, Any]) -> None:
