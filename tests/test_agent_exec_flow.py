@@ -786,3 +786,32 @@ def test_short_leftover_ends_call_early(fakes: Fakes) -> None:
     record = json.loads(result.stderr.strip().splitlines()[-1])
     assert record["child"]["leftovers_killed"] is False
     assert_all_revoked(fakes)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--json", "--role", "demo-readonly", "--", "sh", "-c", "exit 5"], 5),
+        (["--json", "--role", "other", "--", "true"], 77),
+    ],
+)
+def test_broken_stderr_keeps_exit_code(
+    fakes: Fakes, args: list[str], code: int
+) -> None:
+    """A reader that closed stderr loses the messages, not the exit status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [AGENT_EXEC, *args],
+            env=fakes.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert result.returncode == code
+    assert_all_revoked(fakes)

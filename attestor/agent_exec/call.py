@@ -313,9 +313,7 @@ class Call:
         self.child = self.runner.run(env)
         self.stopwatch.lap("command")
         if self.child.exec_error:
-            print(
-                f"agent-exec: {printable(str(self.child.exec_error))}", file=sys.stderr
-            )
+            _say(str(self.child.exec_error))
 
     def _start_renewer(self) -> None:
         from attestor.agent_exec.renew import Renewable, Renewer
@@ -391,7 +389,7 @@ class Call:
 
     def _outcome_code(self) -> int:
         if self.error is not None:
-            print(f"agent-exec: {printable(str(self.error))}", file=sys.stderr)
+            _say(str(self.error))
         if isinstance(self.error, InterruptedBySignalError):
             return 128 + self.error.signum
         if self._pending_signal:
@@ -399,7 +397,7 @@ class Call:
             # as a denied creds read. It still decides the code, as it does
             # after a request that succeeded.
             interrupted = InterruptedBySignalError(self._pending_signal)
-            print(f"agent-exec: {printable(str(interrupted))}", file=sys.stderr)
+            _say(str(interrupted))
             return 128 + interrupted.signum
         if self.error is not None:
             return int(self.error.exit_code)
@@ -418,15 +416,30 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options = parse_options(argv)
     except ExecError as err:
-        print(f"agent-exec: {printable(str(err))}", file=sys.stderr)
+        _say(str(err))
         _exit_now(err.exit_code)
     configure_logging(options.verbose)
 
     call = Call(options, inherited_ignored, closed_fds)
     code = call.execute()
     if options.json:
-        print(call.record.to_json(), file=sys.stderr, flush=True)
+        _write_stderr(call.record.to_json())
     _exit_now(code)
+
+
+def _say(message: str) -> None:
+    """Print `message` on stderr as agent-exec's, with control characters escaped."""
+    _write_stderr(f"agent-exec: {printable(message)}")
+
+
+def _write_stderr(line: str) -> None:
+    """Write `line` to stderr; a closed or broken stderr loses it, not the call.
+
+    The exit status still has to report the command's, as it does without
+    the message.
+    """
+    with suppress(OSError, ValueError, AttributeError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -487,12 +500,10 @@ def _print_revocation_failure(
     code of what ended the call before the command (a signal or an error).
     """
     for lease_id, error in report.failed.items():
-        print(
-            f"agent-exec: revocation of lease {lease_id} failed: "
-            f"{printable(error)}; the credential may stay valid until the lease "
-            "expires, unless an operator revokes the lease first with "
-            "'vault lease revoke'",
-            file=sys.stderr,
+        _say(
+            f"revocation of lease {lease_id} failed: {error}; the credential may "
+            "stay valid until the lease expires, unless an operator revokes the "
+            "lease first with 'vault lease revoke'"
         )
     if not report.token_revoked:
         # Each renewal asked for the login's TTL, so no more than that is left.
@@ -504,12 +515,7 @@ def _print_revocation_failure(
             if login is not None
             else "it stays valid until its TTL ends"
         )
-        print(
-            "agent-exec: revocation of the call's token failed: "
-            f"{printable(report.token_error)}; "
-            f"{lifetime}",
-            file=sys.stderr,
-        )
+        _say(f"revocation of the call's token failed: {report.token_error}; {lifetime}")
     if command_ran:
         replaced = f"the command's own exit status was {outcome_code}"
     else:
@@ -517,11 +523,7 @@ def _print_revocation_failure(
             "the command did not run, and the exit status would otherwise have "
             f"been {outcome_code}"
         )
-    print(
-        f"agent-exec: exiting with {ExitCode.REVOKE_FAILED} for the failed revocation; "
-        f"{replaced}",
-        file=sys.stderr,
-    )
+    _say(f"exiting with {ExitCode.REVOKE_FAILED} for the failed revocation; {replaced}")
 
 
 def _set_signal_handlers(
