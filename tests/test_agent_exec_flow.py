@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -513,6 +514,50 @@ def test_sigkill_of_agent_exec_revokes(fakes: Fakes) -> None:
             lambda: not fakes.vault.live_leases() and not fakes.vault.tokens
         )
         assert wait_for(lambda: process_gone(grandchild))
+
+
+def test_group_sigkill_before_watchdog_detached(fakes: Fakes) -> None:
+    """A SIGKILL to agent-exec's group before the watchdog left it mints nothing.
+
+    strace delays the watchdog's setsid by 3 s, and the group is killed after
+    1 s, while the watchdog is still a member. Credentials read by then would
+    outlive both processes until their TTL.
+    """
+    strace = shutil.which("strace")
+    assert strace is not None, "strace is required: scripts/test installs it"
+    command = [
+        strace,
+        "--seccomp-bpf",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=setsid",
+        "-e",
+        "inject=setsid:delay_enter=3000000",
+        AGENT_EXEC,
+        "--role",
+        "demo-readonly",
+        "--",
+        "sleep",
+        "30",
+    ]
+    with subprocess.Popen(
+        command,
+        env=fakes.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as proc:
+        # The login completes first: the token is the one thing that may stay.
+        assert wait_for(lambda: fakes.vault.issued_tokens, timeout=10)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    assert fakes.vault.minted() == []
+    assert fakes.vault.live_leases() == []
 
 
 def test_leftover_processes_are_killed(fakes: Fakes) -> None:

@@ -146,6 +146,8 @@ class Call:
         self.record.roles = [str(role) for role in roles]
         self._raise_pending_signal()
         params = [creds_params(role, options.ttl) for role in roles]
+        if self.watchdog is not None:
+            self.watchdog.wait_detached()
         self.stopwatch.lap("resolve_roles")
         for role, role_params in zip(roles, params, strict=True):
             self._mint(vault, role, role_params)

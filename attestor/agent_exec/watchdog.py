@@ -10,6 +10,9 @@ agent-exec, then reads what agent-exec wrote, and an end without a final
 the command's process group with SIGKILL and revokes the leases and the
 token.
 
+agent-exec reads no credentials until the watchdog reports its new session:
+until then a SIGKILL to agent-exec's process group would end both.
+
 Limits: a process that left the command's process group (setsid, setpgid)
 is not killed, though its credentials are still revoked. A watchdog killed
 together with agent-exec (SIGKILL to both PIDs, or the OOM killer) revokes
@@ -39,6 +42,9 @@ log = get_logger(__name__)
 
 # How long the watchdog keeps retrying Vault after agent-exec died.
 REVOKE_DEADLINE = 15.0
+# How long agent-exec waits for the watchdog's new session, which the
+# watchdog sets up first thing after the fork.
+READY_TIMEOUT = 5.0
 IGNORED = (
     *signals.FORWARDED,
     signals.SIGPIPE,
@@ -51,25 +57,54 @@ IGNORED = (
 class Watchdog:
     """agent-exec's end of the watchdog: tell it what to clean up, then stop it."""
 
-    def __init__(self, pid: int, pipe: int) -> None:
+    def __init__(self, pid: int, pipe: int, ready: int) -> None:
         self.pid = pid
         self._pipe = pipe
+        self._ready = ready
         self._lost = False
 
     @classmethod
     def start(cls, vault: VaultClient) -> Watchdog:
         """Fork the watchdog; it keeps a copy of `vault` and its token."""
         read_end, write_end = os.pipe()
+        ready_read, ready_write = os.pipe()
         # Blocked until the watchdog ignores them: agent-exec's handlers raise
         # exceptions, which in the fork would run agent-exec's own clean-up.
         old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, IGNORED)
         pid = os.fork()
         if pid == 0:
-            _watchdog_main(vault, read_end, write_end, old_mask)
+            os.close(ready_read)
+            _watchdog_main(vault, read_end, write_end, ready_write, old_mask)
         signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
         os.close(read_end)
+        os.close(ready_write)
         log.debug("started watchdog pid=%d", pid)
-        return cls(pid, write_end)
+        return cls(pid, write_end, ready_read)
+
+    def wait_detached(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until the watchdog runs in its own session.
+
+        Until then it is in agent-exec's process group, and a SIGKILL sent to
+        the group (`timeout -s KILL`, `kill -9 -PGID`) would end both, leaving
+        minted credentials to their TTL. So no credential is read before.
+        """
+        import select
+
+        try:
+            readable, _, _ = select.select([self._ready], [], [], timeout)
+            detached = bool(readable) and os.read(self._ready, 1) == b"r"
+        except OSError:
+            detached = False
+        finally:
+            with suppress(OSError):
+                os.close(self._ready)
+        if not detached:
+            log.warning(
+                "watchdog pid=%d did not start within %g s; if agent-exec is "
+                "killed, the credentials last until their TTL",
+                self.pid,
+                timeout,
+            )
 
     def watch_group(self, pgid: int) -> None:
         self._send(f"pgid {pgid}")
@@ -102,13 +137,17 @@ class Watchdog:
 
 
 def _watchdog_main(
-    vault: VaultClient, pipe: int, write_end: int, old_mask: Iterable[int]
+    vault: VaultClient,
+    pipe: int,
+    write_end: int,
+    ready: int,
+    old_mask: Iterable[int],
 ) -> NoReturn:
     """Wait for agent-exec to end; clean up if it died. Never returns."""
     code = 0
     try:
         os.close(write_end)
-        _detach(pipe, old_mask)
+        _detach(pipe, ready, old_mask)
         pgid, leases, done = _read_messages(pipe)
         if not done:
             code = _clean_up(vault, pgid, leases)
@@ -119,11 +158,13 @@ def _watchdog_main(
         os._exit(code)
 
 
-def _detach(pipe: int, old_mask: Iterable[int]) -> None:
+def _detach(pipe: int, ready: int, old_mask: Iterable[int]) -> None:
     os.setsid()
     for signum in IGNORED:
         signals.signal(signum, signals.SIG_IGN)
     signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
+    os.write(ready, b"r")
+    os.close(ready)
     # Keep stderr for the closing message; holding stdin, stdout or another
     # inherited descriptor would delay the EOF that agent-exec's caller awaits.
     devnull = os.open(os.devnull, os.O_RDWR)
