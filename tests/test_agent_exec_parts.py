@@ -860,6 +860,22 @@ def test_renewer_stops_at_max_ttl() -> None:
     assert state.renewals == ["token"]
 
 
+def test_renewer_keeps_renewing_one_second_ttl() -> None:
+    # The fake grants the full 1 s requested each time, so the token is not at
+    # its max TTL although each renewal moves its expiry by under a second.
+    state = VaultState(token_ttl=1)
+    with fake_vault(state) as addr:
+        vault = VaultClient(addr)
+        vault.login_jwt("jwt", "dev", "x.e30.x")
+        token = Renewable(lease_id="", ttl=1)
+        renewer = Renewer(vault, [token])
+        renewer.start()
+        time.sleep(2.5)
+        renewer.stop()
+    assert token.at_max_ttl is False
+    assert token.renewals >= 3
+
+
 def test_no_secret_in_client_repr() -> None:
     state = VaultState()
     with fake_vault(state) as addr:

@@ -4,8 +4,10 @@ The JWT role gives the token a short TTL, and a token's expiry revokes every
 lease created with it, so a command that runs longer than the token TTL
 would lose its credentials. A background thread renews the token and each
 renewable lease once two thirds of its TTL have passed, as Vault's own
-lifetime watcher does. Renewal stops for an item whose TTL no longer grows:
-it has reached its max TTL, which bounds the call.
+lifetime watcher does. Each renewal requests the TTL that the item had at
+login or mint. Vault grants less only when the item's max TTL would
+otherwise be passed, so renewal of an item stops once a grant is shorter
+than the request. The max TTL therefore bounds the call.
 
 The thread comes from `_thread`, the low-level module under `threading`:
 `threading` imports `functools` and `collections`, which add about 3 ms to
@@ -123,7 +125,9 @@ class Renewer:
 
         now = time.monotonic()
         item.renewals += 1
-        if now + ttl <= item.expires_at + 1:
+        # A short TTL that Vault grants in full each time is not at its cap,
+        # even though the expiry moves by less than a second per renewal.
+        if ttl < item.ttl:
             item.at_max_ttl = True
             log.warning(
                 "%s reached its max TTL and expires in %d s; "
