@@ -189,6 +189,67 @@ def test_child_environ_scrubs_inherited() -> None:
     assert "PGSERVICE" not in env
 
 
+TLS_SETTINGS = {
+    "PGSSLMODE": "verify-full",
+    "PGSSLROOTCERT": "/etc/ssl/db-ca.pem",
+    "PGSSLCRL": "/etc/ssl/db.crl",
+    "PGSSLCRLDIR": "/etc/ssl/crl",
+    "PGSSLSNI": "1",
+    "PGSSLMINPROTOCOLVERSION": "TLSv1.3",
+    "PGSSLMAXPROTOCOLVERSION": "TLSv1.3",
+    "PGSSLNEGOTIATION": "direct",
+    "PGREQUIRESSL": "1",
+    "PGGSSENCMODE": "disable",
+    "PGCHANNELBINDING": "require",
+    "PGREQUIREAUTH": "scram-sha-256",
+    "PGCONNECT_TIMEOUT": "5",
+}
+IDENTITY_SETTINGS = {
+    "PGSSLCERT": "/home/u/client.crt",
+    "PGSSLKEY": "/home/u/client.key",
+    "PGSSLPASSWORD": "key-pw",
+    "PGPASSFILE": "/home/u/.pgpass",
+    "PGSERVICE": "prod",
+    "PGSERVICEFILE": "/home/u/.pg_service.conf",
+    "PGUSER": "admin",
+    "PGPASSWORD": "admin-pw",
+    "PGHOST": "prod.db",
+    "AWS_PROFILE": "admin",
+    "AWS_SHARED_CREDENTIALS_FILE": "/home/u/.aws/credentials",
+}
+
+
+def test_child_environ_keeps_database_tls() -> None:
+    inherited = {**TLS_SETTINGS, **IDENTITY_SETTINGS, "AWS_CA_BUNDLE": "/ca.pem"}
+    env = child_environ(inherited, [("database", DB_DATA)])
+    for name, value in TLS_SETTINGS.items():
+        assert env[name] == value
+    for name in ("PGSSLCERT", "PGSSLKEY", "PGSSLPASSWORD", "PGPASSFILE"):
+        assert name not in env
+    for name in ("PGSERVICE", "PGSERVICEFILE", "AWS_PROFILE", "AWS_CA_BUNDLE"):
+        assert name not in env
+    assert env["PGUSER"] == "v-dev-x"
+    assert env["PGPASSWORD"] == "a b@c/d:e%f"
+    assert env["PGHOST"] == "db.internal"
+    assert env["DATABASE_URL"].endswith("/sales%20data?sslmode=verify-full")
+
+
+def test_child_environ_tls_only_with_role() -> None:
+    inherited = {**TLS_SETTINGS, "AWS_CA_BUNDLE": "/ca.pem", "PATH": "/bin"}
+    assert child_environ(inherited, []) == {"PATH": "/bin"}
+    aws_data = {"access_key": "AK", "secret_key": "SK"}
+    env = child_environ(inherited, [("aws", aws_data)])
+    assert env["AWS_CA_BUNDLE"] == "/ca.pem"
+    assert not any(name.startswith("PG") for name in env)
+
+
+def test_database_environ_url_without_sslmode() -> None:
+    env = child_environ({"PGSSLMODE": ""}, [("database", DB_DATA)])
+    assert env["PGSSLMODE"] == ""
+    assert "?" not in env["DATABASE_URL"]
+    assert "?" not in child_environ({}, [("database", DB_DATA)])["DATABASE_URL"]
+
+
 @pytest.mark.parametrize(
     ("value", "kind", "name"),
     [

@@ -2,7 +2,10 @@
 
 Everything that could reach Vault, the attestor or another database or cloud
 account is removed first, so the command gets only the credentials it
-requested. The variable names are the ones libpq, psql and the AWS SDKs read.
+requested. The connection-security settings in `KEPT_DATABASE_SETTINGS`
+and `KEPT_AWS_SETTINGS` contain no secret and name no account, so they are
+kept for a call with a role of their engine. The variable names are the
+ones libpq, psql and the AWS SDKs read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,32 @@ if TYPE_CHECKING:
 SCRUBBED_PREFIXES = ("VAULT_", "BAO_", "PG", "AWS_")
 SCRUBBED_NAMES = frozenset({"AGENT_ATTESTOR_SOCKET", "DATABASE_URL"})
 
+# libpq's TLS, GSSAPI-encryption and authentication requirements, and its
+# connect timeout. Dropping them would let the command connect with less
+# protection than the caller set, for example without verifying the server
+# certificate. PGSSLCERT, PGSSLKEY, PGSSLPASSWORD, PGPASSFILE, PGSERVICE*
+# and the account variables stay scrubbed, because they select or unlock
+# another identity.
+KEPT_DATABASE_SETTINGS = frozenset(
+    {
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCRL",
+        "PGSSLCRLDIR",
+        "PGSSLSNI",
+        "PGSSLMINPROTOCOLVERSION",
+        "PGSSLMAXPROTOCOLVERSION",
+        "PGSSLNEGOTIATION",
+        "PGREQUIRESSL",
+        "PGGSSENCMODE",
+        "PGCHANNELBINDING",
+        "PGREQUIREAUTH",
+        "PGCONNECT_TIMEOUT",
+    }
+)
+# The CA bundle that the AWS SDKs and CLI verify endpoints with.
+KEPT_AWS_SETTINGS = frozenset({"AWS_CA_BUNDLE"})
+
 
 def scrubbed_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return {
@@ -33,15 +62,33 @@ def scrubbed_environ(environ: Mapping[str, str]) -> dict[str, str]:
 def child_environ(
     environ: Mapping[str, str], credentials: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> dict[str, str]:
-    """Return the command's environment for `(kind, creds data)` pairs."""
+    """Return the command's environment for `(kind, creds data)` pairs.
+
+    The settings of `KEPT_DATABASE_SETTINGS` or `KEPT_AWS_SETTINGS` are
+    copied from `environ` only for a role of that engine.
+    """
     env = scrubbed_environ(environ)
     for kind, data in credentials:
-        env.update(database_environ(data) if kind == "database" else aws_environ(data))
+        if kind == "database":
+            settings = _kept(environ, KEPT_DATABASE_SETTINGS)
+            env.update(settings)
+            env.update(database_environ(data, sslmode=settings.get("PGSSLMODE", "")))
+        else:
+            env.update(_kept(environ, KEPT_AWS_SETTINGS))
+            env.update(aws_environ(data))
     return env
 
 
-def database_environ(data: Mapping[str, Any]) -> dict[str, str]:
-    """Map a database creds response to libpq's variables and DATABASE_URL."""
+def _kept(environ: Mapping[str, str], names: frozenset[str]) -> dict[str, str]:
+    return {name: environ[name] for name in names if name in environ}
+
+
+def database_environ(data: Mapping[str, Any], *, sslmode: str = "") -> dict[str, str]:
+    """Map a database creds response to libpq's variables and DATABASE_URL.
+
+    A non-empty `sslmode` is added to DATABASE_URL as its `sslmode`
+    parameter, for drivers that read only the URL.
+    """
     username = _field(data, "username", "database")
     password = _field(data, "password", "database")
     host = _field(data, "host", "database")
@@ -54,6 +101,8 @@ def database_environ(data: Mapping[str, Any]) -> dict[str, str]:
         f"postgresql://{quote(username, safe='')}:{quote(password, safe='')}"
         f"@{url_host}:{port}/{quote(database, safe='')}"
     )
+    if sslmode:
+        url += f"?sslmode={quote(sslmode, safe='')}"
     return {
         "PGHOST": host,
         "PGPORT": port,
