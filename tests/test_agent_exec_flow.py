@@ -560,6 +560,25 @@ def test_group_sigkill_before_watchdog_detached(fakes: Fakes) -> None:
     assert fakes.vault.live_leases() == []
 
 
+def test_forwarded_sigterm_reaches_stopped_command(fakes: Fakes) -> None:
+    """SIGTERM to agent-exec ends a stopped command without the kill timeout."""
+    script = "trap 'exit 7' TERM; echo ready; kill -STOP $$; sleep 30"
+    with fakes.start(
+        "--kill-timeout", "20", "--role", "demo-readonly", "--", "bash", "-c", script
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # the command stops itself right after the line
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        elapsed = time.monotonic() - started
+
+    assert code == 7
+    assert elapsed < 10
+    assert_all_revoked(fakes)
+
+
 def test_leftover_processes_are_killed(fakes: Fakes) -> None:
     result = fakes.run(
         "--role", "demo-readonly", "--", "sh", "-c", "sleep 30 & echo $!"

@@ -134,6 +134,36 @@ def test_ctrl_z_stops_and_fg_resumes(exec_env: dict[str, str]) -> None:
     assert "rc=0" in screens[5]
 
 
+def test_background_read_then_fg_resumes(exec_env: dict[str, str]) -> None:
+    """A background call whose command reads the terminal stops, and fg resumes it."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: an interactive bash with job control on the pty
+        try:
+            argv = ["bash", "--norc", "--noprofile", "-i"]
+            os.execve("/bin/bash", argv, exec_env)  # noqa: S606 - argv list
+        finally:
+            os._exit(127)
+    try:
+        typed = [
+            f"{AGENT_EXEC} --role demo-readonly -- sh -c 'read x; echo got:$x' &\n",
+            "jobs\n",
+            "fg\n",
+            "hello\n",
+            "echo rc=$?\n",
+        ]
+        screens = []
+        for keys in typed:
+            os.write(master, keys.encode())
+            screens.append(_read_for(master, 2.0).decode(errors="replace"))
+        os.write(master, b"exit\n")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(master)
+    assert "Stopped" in screens[1]
+    assert "got:hello" in screens[3]
+    assert "rc=0" in screens[4]
+
+
 def _read_for(master: int, seconds: float) -> bytes:
     chunks = []
     deadline = time.monotonic() + seconds

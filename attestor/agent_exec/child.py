@@ -27,7 +27,7 @@ from attestor.agent_exec import signals
 from attestor.agent_exec.errors import ExitCode, suppress
 from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.signals import FORWARDED, TERMINATING
-from attestor.agent_exec.tty import Terminal, foreground_terminal
+from attestor.agent_exec.tty import Terminal, controlling_terminal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class ChildRunner:
         `on_forked(pgid)` runs right after the fork; if it raises, the
         process is killed before it runs anything.
         """
-        self._terminal = foreground_terminal()
+        self._terminal = controlling_terminal()
         old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, FORWARDED)
         try:
             self._fork(old_mask)
@@ -166,7 +166,7 @@ class ChildRunner:
         # command left, which `_end_group` gives its own --kill-timeout.
         self._kill_deadline = float("inf")
         if self._terminal is not None:
-            self._terminal.take_back()
+            self._terminal.take_back(self.result.pid)
         self._end_group()
         return self.result
 
@@ -177,7 +177,7 @@ class ChildRunner:
             _kill_group(self.result.pid, signals.SIGKILL)
             _reap(self.result.pid)
         if self._terminal is not None:
-            self._terminal.take_back()
+            self._terminal.take_back(self.result.pid)
         _close(self._error_read)
 
     def _fork(self, old_mask: Iterable[int]) -> None:
@@ -223,6 +223,10 @@ class ChildRunner:
         log.info("forwarding signal=%s pgid=%d", name, self.result.pid)
         self.result.forwarded.append(name)
         _kill_group(self.result.pid, signum)
+        if signum in TERMINATING:
+            # A stopped process acts on the signal only once continued, as
+            # the shell's `kill` does for a stopped job.
+            _kill_group(self.result.pid, signals.SIGCONT)
         if signum in TERMINATING and not self._kill_deadline:
             timeout = max(self.spec.kill_timeout, 0.001)
             self._kill_deadline = time.monotonic() + timeout
@@ -245,16 +249,26 @@ class ChildRunner:
             _, status = os.waitpid(self.result.pid, flags)
             if not os.WIFSTOPPED(status):
                 return status
-            self._suspend_with_child()
+            self._suspend_with_child(os.WSTOPSIG(status))
 
-    def _suspend_with_child(self) -> None:
-        """Stop agent-exec like its command (Ctrl-Z), resume both on SIGCONT."""
+    def _suspend_with_child(self, stop_signal: int) -> None:
+        """Stop agent-exec like its command, then resume both on SIGCONT.
+
+        The shell waits for agent-exec, not for the command: it notices the
+        stop (Ctrl-Z, or a background read from the terminal) only if
+        agent-exec stops too. After `fg` agent-exec is in front again and
+        hands the terminal back to the command; after `bg` it is not, and a
+        command that reads the terminal stops again. In an orphaned process
+        group the kernel discards the stop signal and this returns at once.
+        """
         assert self._terminal is not None
-        self._terminal.take_back()
-        # The shell waits for agent-exec, not for the command: it notices the
-        # stop only if agent-exec stops too. In an orphaned process group the
-        # kernel discards SIGTSTP and this returns at once.
-        os.kill(os.getpid(), signals.SIGTSTP)
+        self._terminal.take_back(self.result.pid)
+        own_stop = (
+            stop_signal
+            if stop_signal in (signals.SIGTTIN, signals.SIGTTOU)
+            else signals.SIGTSTP
+        )
+        os.kill(os.getpid(), own_stop)
         self._terminal.hand_to(self.result.pid)
         _kill_group(self.result.pid, signals.SIGCONT)
 
