@@ -36,6 +36,8 @@ from attestor.agent_exec.env import aws_environ, child_environ, database_environ
 from attestor.agent_exec.errors import (
     CommandNotExecutableError,
     CommandNotFoundError,
+    DeniedError,
+    ExecError,
     UnavailableError,
     UsageError,
     printable,
@@ -475,6 +477,16 @@ def test_options_prefixes_and_flag_clusters(monkeypatch: pytest.MonkeyPatch) -> 
         (["-x"], "unrecognized arguments: -x"),
         (["--ttl", "0"], "argument --ttl: must be at least 1 second, got 0"),
         (
+            ["--ttl", "9223372037"],
+            "argument --ttl: must be at most 9223372036 seconds, the largest TTL "
+            "Vault accepts, got 9223372037",
+        ),
+        (
+            ["--ttl", "9" * 50],
+            "argument --ttl: must be at most 9223372036 seconds, the largest TTL "
+            f"Vault accepts, got {'9' * 40}...",
+        ),
+        (
             ["--ttl", "soon"],
             "argument --ttl: invalid number of seconds 'soon': give whole seconds",
         ),
@@ -510,6 +522,12 @@ def test_options_usage_errors(
     with pytest.raises(UsageError) as caught:
         parse_options(["--role", "d", *argv, "--", "true"])
     assert str(caught.value) == f"{message}; see agent-exec --help"
+
+
+def test_options_accept_max_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    options = parse_options(["--role", "d", "--ttl", "9223372036", "--", "true"])
+    assert options.ttl == 9223372036
 
 
 def test_options_need_role(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -935,6 +953,76 @@ def test_renewer_keeps_renewing_one_second_ttl() -> None:
         renewer.stop()
     assert token.at_max_ttl is False
     assert token.renewals >= 3
+
+
+def http_response(status: int, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status} Status\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "message"),
+    [
+        (403, 77, "Vault rejected GET x/creds/r: permission denied"),
+        (400, 64, "Vault rejected GET x/creds/r as invalid: bad ttl; check the"),
+        (404, 69, "Vault returned status 404 to GET x/creds/r: gone; check"),
+        (405, 69, "Vault returned status 405 to GET x/creds/r: gone; check"),
+    ],
+)
+def test_vault_client_error_by_status(
+    status: int, exit_code: int, message: str
+) -> None:
+    detail = {403: "permission denied", 400: "bad ttl"}.get(status, "gone")
+    body = json.dumps({"errors": [detail]}).encode()
+    with raw_server([http_response(status, body)]) as (url, _):
+        vault = VaultClient(url, token="t")
+        with pytest.raises(ExecError) as caught:
+            vault.read_creds("x/creds/r")
+        vault.close()
+    assert caught.value.exit_code == exit_code
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_vault_client_error_not_vault(status: int) -> None:
+    # Vault's error responses always have an `errors` list.
+    body = b'{"error": "no such page"}'
+    with raw_server([http_response(status, body)]) as (url, _):
+        vault = VaultClient(url, token="t")
+        with pytest.raises(ExecError) as caught:
+            vault.read_creds("x/creds/r")
+        vault.close()
+    assert caught.value.exit_code == 69
+    assert f"has status {status} and no Vault errors" in str(caught.value)
+    assert "is the address of Vault or OpenBao" in str(caught.value)
+
+
+def test_vault_login_rejected_jwt_denied() -> None:
+    body = b'{"errors": ["role \\"nobody\\" could not be found"]}'
+    with raw_server([http_response(400, body)]) as (url, _):
+        vault = VaultClient(url)
+        with pytest.raises(DeniedError) as caught:
+            vault.login_jwt("jwt", "nobody", "x.e30.x")
+        vault.close()
+    assert caught.value.exit_code == 77
+    assert str(caught.value) == (
+        'Vault rejected POST auth/jwt/login: role "nobody" could not be found'
+    )
+
+
+def test_vault_unknown_namespace_unavailable() -> None:
+    state = VaultState(namespaces={"team"})
+    with fake_vault(state) as addr:
+        vault = VaultClient(addr, namespace="ns1")
+        with pytest.raises(UnavailableError) as caught:
+            vault.login_jwt("jwt", "dev", "x.e30.x")
+        vault.close()
+        known = VaultClient(addr, namespace="team")
+        login = known.login_jwt("jwt", "dev", "x.e30.x")
+        known.close()
+    assert login.token.startswith("s.")
+    assert caught.value.exit_code == 69
+    assert "status 404 to POST auth/jwt/login: namespace not found" in str(caught.value)
 
 
 def test_no_secret_in_client_repr() -> None:

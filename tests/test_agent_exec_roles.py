@@ -205,6 +205,20 @@ def test_denied_role_mints_nothing(fakes: Fakes, roles: list[str]) -> None:
     assert_all_revoked(fakes)
 
 
+def test_role_unknown_to_plugin_is_usage(fakes: Fakes) -> None:
+    # The policy grants the path, but the plugin has no such role and
+    # returns 400. That is not a denial, so the call exits 64.
+    fakes.vault.missing_roles.add("aws/creds/deploy")
+    result = fakes.run("--json", "--role", "deploy", "--", "true")
+    assert result.returncode == 64, result.stderr
+    assert "as invalid: unknown role 'deploy'" in result.stderr
+    assert "allowed_agents" not in result.stderr
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["exit_code"] == 64
+    assert record["policy"]["decision"] != "denied"
+    assert_all_revoked(fakes)
+
+
 @pytest.mark.parametrize(
     ("roles", "error"),
     [

@@ -33,7 +33,7 @@ class ExitCode:
     cost" in docs/agent-exec.md).
     """
 
-    USAGE = 64  # invalid option, ambiguous or duplicate role (EX_USAGE)
+    USAGE = 64  # invalid option, ambiguous or duplicate role, Vault 400 (EX_USAGE)
     UNAVAILABLE = 69  # attestor or Vault unreachable or failing (EX_UNAVAILABLE)
     INTERNAL = 70  # a bug in agent-exec (EX_SOFTWARE)
     DENIED = 77  # attestor, Vault login or role read rejected (EX_NOPERM)

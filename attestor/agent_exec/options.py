@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 # setitimer raises OverflowError for a value beyond time_t (1e308 does), so
 # --kill-timeout is capped at one day, far more than a command needs to stop.
 MAX_KILL_TIMEOUT = 86400.0
+# Vault stores a TTL as Go's time.Duration, an int64 count of nanoseconds,
+# so 9223372036 s (about 292 years) is the largest. The plugin's creds read
+# rejects a larger ttl with 400.
+MAX_TTL = 9_223_372_036
 # Characters of a mount path segment that agent-exec accepts: enough for
 # any path Vault's `sys/mounts` API creates in practice, and nothing that
 # needs encoding in a request line.
@@ -53,10 +57,13 @@ exit status:
   the command's own exit status, or 128+N if it died of signal N;
   128+N also if agent-exec got signal N before COMMAND started, even when
       a Vault request failed meanwhile
-  64  invalid usage: bad option, ambiguous role, two roles of one kind
-  69  the attestor or Vault is unreachable or failing
+  64  invalid usage: bad option, ambiguous role, two roles of one kind, or
+      a request that Vault rejected as invalid (400)
+  69  the attestor or Vault is unreachable or failing, or Vault returned
+      another 4xx status, such as 404 for an unknown namespace
   70  internal error in agent-exec
-  77  denied: the attestor, the Vault login or a role read was rejected
+  77  denied: the attestor rejected the process, Vault rejected the login,
+      or Vault denied a role read (403)
   125 a lease or the token could not be revoked; this code wins over all
       others, and the credential may stay valid until its lease TTL ends
   126 COMMAND is not executable; 127 COMMAND was not found
@@ -158,12 +165,17 @@ def _is_decimal(text: str) -> bool:
     return text.isascii() and text.replace(".", "", 1).isdigit()
 
 
-def _positive_int(text: str) -> int:
+def _ttl(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"invalid number of seconds {text!r}: give whole seconds")
     value = int(text)
     if value <= 0:
         raise ValueError(f"must be at least 1 second, got {value}")
+    if value > MAX_TTL:
+        raise ValueError(
+            f"must be at most {MAX_TTL} seconds, the largest TTL Vault accepts, "
+            f"got {text[:40]}{'...' if len(text) > 40 else ''}"
+        )
     return value
 
 
@@ -230,9 +242,10 @@ OPTIONS = (
     _Option(
         ("--ttl",),
         "value",
-        "request a lease TTL this short, in seconds (default: the role's)",
+        "request a lease TTL this short, in seconds, 1 to 9223372036 "
+        "(default: the role's)",
         metavar="SECONDS",
-        convert=_positive_int,
+        convert=_ttl,
     ),
     _Option(
         ("--kill-timeout",),

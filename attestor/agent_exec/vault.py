@@ -1,14 +1,21 @@
 """The Vault requests of one agent-exec call, over `attestor.agent_exec.http`.
 
-Each method is one Vault API path. An unreachable Vault or a 5xx status
-raises `UnavailableError`, and a rejected request (4xx) raises `DeniedError`.
-The message names the path and carries Vault's own errors, which never
-contain the token. Redirects, as an HA standby sends them, are followed.
+Each method is one Vault API path. An unreachable Vault, a 5xx or 429
+status, or a 4xx status other than 400 and 403 raises `UnavailableError`.
+A 403 raises `DeniedError` and a 400 `UsageError`, except that a rejected
+JWT login is a `DeniedError`. The message names the path and carries
+Vault's own errors, which never contain the token. Redirects, as an HA
+standby sends them, are followed.
 """
 
 from __future__ import annotations
 
-from attestor.agent_exec.errors import DeniedError, ExecError, UnavailableError
+from attestor.agent_exec.errors import (
+    DeniedError,
+    ExecError,
+    UnavailableError,
+    UsageError,
+)
 from attestor.agent_exec.http import HttpConnection, HttpError, HttpResponse
 from attestor.agent_exec.logs import get_logger
 from attestor.agent_exec.urls import quote
@@ -30,12 +37,25 @@ NOT_VAULT_HINT = (
 )
 
 
-class VaultRequestError(DeniedError):
-    """Vault rejected a request (4xx); `status` is the HTTP status."""
+class VaultStatusError(ExecError):
+    """A 4xx response: `status` is its HTTP status, `detail` Vault's errors."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, detail: str) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail
+
+
+class VaultRequestError(VaultStatusError, DeniedError):
+    """Vault denied a request (403, or a JWT login that it rejected)."""
+
+
+class VaultInvalidRequestError(VaultStatusError, UsageError):
+    """Vault rejected a request's values as invalid (400)."""
+
+
+class VaultUnexpectedStatusError(VaultStatusError, UnavailableError):
+    """A 4xx other than 400 and 403, such as 404, or one without Vault's errors."""
 
 
 class Login:
@@ -122,9 +142,16 @@ class VaultClient:
         meanwhile: Callable[[], None] | None = None,
     ) -> Login:
         """Log in with `jwt`; `meanwhile` runs while Vault checks it."""
-        body = self._call(
-            "POST", f"auth/{mount}/login", {"role": role, "jwt": jwt}, meanwhile
-        )
+        path = f"auth/{mount}/login"
+        try:
+            body = self._call("POST", path, {"role": role, "jwt": jwt}, meanwhile)
+        except VaultInvalidRequestError as err:
+            # Vault's JWT auth method returns 400 for a JWT or a JWT role that
+            # it rejects ("error validating token", "role ... could not be
+            # found"), so a 400 here is a denial, not a usage error.
+            raise VaultRequestError(
+                f"Vault rejected POST {path}: {err.detail}", err.status, err.detail
+            ) from err
         auth = body.get("auth") or {}
         if not auth.get("client_token"):
             raise UnavailableError(
@@ -338,4 +365,38 @@ def _decode(addr: str, method: str, path: str, response: HttpResponse) -> Any:
     log.debug("vault %s %s returned %d: %s", method, path, status, detail)
     if status >= 500 or status == 429:
         raise UnavailableError(f"Vault failed {method} {path}: {detail}")
-    raise VaultRequestError(f"Vault rejected {method} {path}: {detail}", status)
+    raise _client_error(addr, f"{method} {path}", status, body, detail)
+
+
+def _client_error(
+    addr: str, request: str, status: int, body: Any, detail: str
+) -> VaultStatusError:
+    """Return the error for a 4xx response to `request` ("METHOD path").
+
+    Vault's error responses carry an `errors` list (checked for 400, 403
+    and 404 on OpenBao 2.7.2), so a 4xx without one comes from another
+    server.
+    """
+    if not (isinstance(body, dict) and isinstance(body.get("errors"), list)):
+        return VaultUnexpectedStatusError(
+            f"the response of {addr} to {request} has status {status} and no "
+            f"Vault errors; {NOT_VAULT_HINT}",
+            status,
+            detail,
+        )
+    if status == 403:
+        return VaultRequestError(f"Vault rejected {request}: {detail}", status, detail)
+    if status == 400:
+        return VaultInvalidRequestError(
+            f"Vault rejected {request} as invalid: {detail}; check the option or "
+            "role value that the error names",
+            status,
+            detail,
+        )
+    return VaultUnexpectedStatusError(
+        f"Vault returned status {status} to {request}: {detail}; check "
+        "VAULT_NAMESPACE, --auth-mount and --mount, and "
+        f"{NOT_VAULT_HINT}",
+        status,
+        detail,
+    )

@@ -42,6 +42,9 @@ class VaultState:
 
     readable: set[str] = field(default_factory=set)  # creds paths under MOUNT
     plugin_denies: set[str] = field(default_factory=set)
+    # Creds paths that the policy grants but whose role the plugin lacks (400).
+    missing_roles: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)  # others return 404
     failing_revokes: set[str] = field(default_factory=set)  # "*" fails them all
     failing_token_revoke: bool = False  # auth/token/revoke-self returns 500
     revoke_delay: float = 0.0  # seconds each lease revocation takes
@@ -97,9 +100,13 @@ class _VaultHandler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0].removeprefix("/v1/")
         token = self.headers.get("X-Vault-Token", "")
+        namespace = self.headers.get("X-Vault-Namespace", "")
         with self.state.lock:
             self.state.requests.append((method, path))
-            status, payload = self._route(method, path, body, token)
+            if namespace and namespace not in self.state.namespaces:
+                status, payload = 404, {"errors": ["namespace not found"]}
+            else:
+                status, payload = self._route(method, path, body, token)
         data = json.dumps(payload).encode() if payload is not None else b""
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -182,6 +189,9 @@ class _VaultHandler(BaseHTTPRequestHandler):
             return _error(403, "permission denied")
         if _creds(path) in s.plugin_denies:
             return _error(403, "agent dev is not in allowed_agents of this role")
+        if _creds(path) in s.missing_roles:
+            name = path.rsplit("/", 1)[1]
+            return 400, {"errors": [f"unknown role '{name}': write roles/{name} first"]}
         lease_id = f"{path}/{uuid.uuid4().hex[:24]}"
         s.leases[lease_id] = token
         if "/database/" in path:
