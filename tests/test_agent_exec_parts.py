@@ -334,6 +334,16 @@ def test_options_reject_invalid_mount(
     assert caught.value.exit_code == 64
 
 
+@pytest.mark.parametrize("option", ["--mount", "--auth-mount"])
+@pytest.mark.parametrize("value", ["/jwt", "jwt/", "//jwt//"])
+def test_options_strip_mount_slashes(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    options = parse_options(["--role", "d", option, value, "--", "true"])
+    assert getattr(options, option[2:].replace("-", "_")) == "jwt"
+
+
 def test_options_accept_nested_mount(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
     mounts = ["--mount", "/team/agent-creds.v2/", "--auth-mount", "j_w-t"]

@@ -230,13 +230,15 @@ OPTIONS = (
     _Option(
         ("--auth-mount",),
         "value",
-        "path of Vault's JWT auth mount (default: jwt)",
+        "path of Vault's JWT auth mount; leading and trailing '/' are removed "
+        "(default: jwt)",
         metavar="PATH",
     ),
     _Option(
         ("--mount",),
         "value",
-        "path of the agent-bridge secrets mount (default: agent-creds)",
+        "path of the agent-bridge secrets mount; leading and trailing '/' are "
+        "removed (default: agent-creds)",
         metavar="PATH",
     ),
     _Option(
