@@ -289,8 +289,25 @@ def test_options_need_command(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_options_need_vault_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VAULT_ADDR", raising=False)
     monkeypatch.delenv("BAO_ADDR", raising=False)
-    with pytest.raises(UsageError, match="no Vault address"):
+    with pytest.raises(UsageError) as caught:
         parse_options(["--role", "demo", "--", "true"])
+    assert str(caught.value) == (
+        "no Vault address: pass --vault-addr, or set VAULT_ADDR or BAO_ADDR"
+    )
+
+
+@pytest.mark.parametrize(
+    ("vault_addr", "bao_addr", "source"),
+    [("", "ftp://x:1", "BAO_ADDR"), ("ftp://x:1", "http://127.0.0.1:1", "VAULT_ADDR")],
+)
+def test_options_name_address_source(
+    monkeypatch: pytest.MonkeyPatch, vault_addr: str, bao_addr: str, source: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", vault_addr)
+    monkeypatch.setenv("BAO_ADDR", bao_addr)
+    with pytest.raises(UsageError) as caught:
+        parse_options(["--role", "demo", "--", "true"])
+    assert f"invalid Vault address 'ftp://x:1' in {source} (" in str(caught.value)
 
 
 @pytest.mark.parametrize("address", ["banana", "ftp://vault:8200", "http://"])
@@ -516,7 +533,7 @@ def test_options_prefixes_and_flag_clusters(monkeypatch: pytest.MonkeyPatch) -> 
         (
             ["--vault-addr="],
             "argument --vault-addr: empty value; give one, or leave --vault-addr "
-            "out to use VAULT_ADDR",
+            "out to use VAULT_ADDR or BAO_ADDR",
         ),
         (
             ["--attestor-socket", ""],

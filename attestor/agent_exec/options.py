@@ -310,7 +310,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
             _check_asserted(name, strings[name])
 
     for name, variable in (
-        ("vault_addr", "VAULT_ADDR"),
+        ("vault_addr", "VAULT_ADDR or BAO_ADDR"),
         ("attestor_socket", "AGENT_ATTESTOR_SOCKET"),
     ):
         # An empty value would otherwise fall back to the environment unseen.
@@ -459,21 +459,30 @@ def _check_asserted(name: str, value: object) -> None:
         )
 
 
-def _vault_addr(option: object) -> str:
-    vault_addr = (
-        str(option or "")
-        or os.environ.get("VAULT_ADDR")
-        or os.environ.get("BAO_ADDR", "")
+def _vault_addr(option: str) -> str:
+    """Return the first non-empty of --vault-addr, VAULT_ADDR and BAO_ADDR.
+
+    BAO_ADDR is OpenBao's name for VAULT_ADDR.
+    """
+    sources = (
+        ("--vault-addr", option),
+        ("VAULT_ADDR", os.environ.get("VAULT_ADDR", "")),
+        ("BAO_ADDR", os.environ.get("BAO_ADDR", "")),
+    )
+    source, vault_addr = next(
+        ((name, value) for name, value in sources if value), ("", "")
     )
     if not vault_addr:
-        raise UsageError("no Vault address: pass --vault-addr or set VAULT_ADDR")
+        raise UsageError(
+            "no Vault address: pass --vault-addr, or set VAULT_ADDR or BAO_ADDR"
+        )
     try:
         split_base_url(vault_addr)
         check_origin_only(vault_addr)
     except ValueError as err:
         raise UsageError(
-            f"invalid Vault address {hide_userinfo(vault_addr)!r} ({err}): expected "
-            "http://HOST:PORT or https://HOST:PORT in --vault-addr or VAULT_ADDR"
+            f"invalid Vault address {hide_userinfo(vault_addr)!r} in {source} "
+            f"({err}): expected http://HOST:PORT or https://HOST:PORT"
         ) from err
     return vault_addr
 
