@@ -418,6 +418,7 @@ def test_options_keep_command_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ("--tool", "psql\n", "non-printable character"),
         ("--on-behalf-of", "", "invalid --on-behalf-of value '': give 1 to 256"),
         ("--on-behalf-of", "a" * 257, "it has 257 characters"),
+        ("--tool", "\t" * 256, "value '" + "\\t" * 40 + "'...: it contains a tab"),
     ],
 )
 def test_options_reject_invalid_assertion(
@@ -470,6 +471,22 @@ def test_options_assertion_rule_matches_attestor(
         assert err.exit_code == 64
     else:
         assert attestor_accepts
+
+
+@pytest.mark.parametrize("option", ["--tool", "--on-behalf-of"])
+def test_options_reject_invalid_utf8(
+    monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    value = os.fsdecode(b"ok " + b"\xc3" * 256)  # as Python decodes argv
+    with pytest.raises(UsageError) as caught:
+        parse_options(["--role", "d", option, value, "--", "true"])
+    shown = "ok " + "\\xc3" * 37
+    assert str(caught.value) == (
+        f"invalid {option} value '{shown}'...: it is not valid UTF-8 "
+        "(259 characters); give UTF-8 text"
+    )
+    assert caught.value.exit_code == 64
 
 
 def test_options_accept_printable_assertion(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,9 @@ MOUNT_CHARACTERS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 )
 
+# Characters of an invalid --tool or --on-behalf-of value that a message shows.
+SHOWN_CHARS = 40
+
 USAGE = "agent-exec --role NAME [--role NAME ...] [options] -- COMMAND [ARG ...]"
 
 DESCRIPTION = """\
@@ -437,6 +440,8 @@ def _check_asserted(name: str, value: object) -> None:
 
     The attestor accepts 1 to MAX_ASSERTED_CHARS characters for which
     `str.isprintable` holds, so no tab, newline or other control character.
+    An argument that is not valid UTF-8 reaches Python with each undecodable
+    byte as a lone surrogate (PEP 383), which is not printable either.
     """
     if value is None:
         return
@@ -447,16 +452,43 @@ def _check_asserted(name: str, value: object) -> None:
             f"invalid {option} value '': give 1 to {MAX_ASSERTED_CHARS} printable "
             f"characters, or leave {option} out"
         )
+    if any(_is_surrogate(char) for char in text):
+        raise UsageError(
+            f"invalid {option} value {_shown_value(text)}: it is not valid UTF-8 "
+            f"({len(text)} characters); give UTF-8 text"
+        )
     if len(text) > MAX_ASSERTED_CHARS:
         raise UsageError(
-            f"invalid {option} value {text[:40]!r}...: it has {len(text)} "
+            f"invalid {option} value {_shown_value(text)}: it has {len(text)} "
             f"characters, and the attestor accepts at most {MAX_ASSERTED_CHARS}"
         )
     if not text.isprintable():
         raise UsageError(
-            f"invalid {option} value {text!r}: it contains a tab, newline or other "
-            "non-printable character; give printable text only"
+            f"invalid {option} value {_shown_value(text)}: it contains a tab, "
+            "newline or other non-printable character; give printable text only"
         )
+
+
+def _is_surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udfff"
+
+
+def _shown_value(text: str) -> str:
+    """Quote the first SHOWN_CHARS characters of `text` for a message.
+
+    An undecodable byte of argv (a surrogate from 0xDC80 to 0xDCFF) is shown
+    as \\xNN, and another non-printable character as repr() escapes it.
+    """
+    escaped = []
+    for char in text[:SHOWN_CHARS]:
+        if "\udc80" <= char <= "\udcff":
+            escaped.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif char.isprintable():
+            escaped.append(char)
+        else:
+            escaped.append(repr(char)[1:-1])
+    cut = "..." if len(text) > SHOWN_CHARS else ""
+    return "'" + "".join(escaped) + "'" + cut
 
 
 def _vault_addr(option: str) -> str:
