@@ -4,10 +4,12 @@ A small parser written for agent-exec's options, not argparse: agent-exec
 starts on every tool call, and argparse imports `re` and `gettext`, which
 add about 7 ms to its start-up, where this module takes a fraction of a
 millisecond (Python 3.11). It accepts what argparse accepted: `--opt VALUE`
-and `--opt=VALUE`, unambiguous prefixes of long options, `-vv`, and
-everything after `--` or after the first argument that is not an option as
-the command. Usage errors read as argparse's did and exit with EX_USAGE
-(64).
+and `--opt=VALUE`, `-vv`, and everything after `--` or after the first
+argument that is not an option as the command. Unlike argparse's default,
+and like its `allow_abbrev=False`, it takes no prefix of a long option
+(`--rol` for `--role`), so an option added later cannot change what a
+prefix in a caller's script means. Usage errors read as argparse's did and
+exit with EX_USAGE (64).
 """
 
 from __future__ import annotations
@@ -375,17 +377,6 @@ def _long_option(name: str) -> _Option:
     for option in OPTIONS:
         if name in option.names:
             return option
-    matches = [
-        (spelling, option)
-        for option in OPTIONS
-        for spelling in option.names
-        if spelling.startswith("--") and spelling.startswith(name)
-    ]
-    if len(matches) == 1:
-        return matches[0][1]
-    if matches:
-        spellings = ", ".join(spelling for spelling, _ in matches)
-        _usage_error(f"ambiguous option: {name} could match {spellings}")
     _usage_error(f"unrecognized arguments: {name}")
 
 
