@@ -502,6 +502,32 @@ def test_watchdog_names_failed_lease(fakes: Fakes) -> None:
     assert "may stay valid until its lease or TTL ends" in messages[0]
 
 
+def test_watchdog_accepts_token_already_gone(fakes: Fakes) -> None:
+    """A token revoked before agent-exec died is not reported as a failure."""
+    script = "echo ready; exec sleep 30"
+    with fakes.start("--role", "demo-readonly", "--", "sh", "-c", script) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        # The token ends as if agent-exec had revoked it, or its TTL ran out,
+        # just before agent-exec died: Vault revokes its leases with it.
+        with fakes.vault.lock:
+            token = fakes.vault.issued_tokens[0]
+            fakes.vault.revoked_tokens.append(fakes.vault.tokens.pop(token))
+            for lease_id in list(fakes.vault.leases):
+                del fakes.vault.leases[lease_id]
+        started = time.monotonic()
+        proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        messages = proc.stderr.read().splitlines()
+        elapsed = time.monotonic() - started
+
+    assert len(messages) == 1, messages
+    assert "already revoked or expired" in messages[0]
+    assert "FAILED" not in messages[0]
+    assert elapsed < 5
+
+
 def test_sigkill_of_agent_exec_revokes(fakes: Fakes) -> None:
     script = "sleep 60 & echo $!; wait"
     with fakes.start("--role", "demo-readonly", "--", "sh", "-c", script) as proc:

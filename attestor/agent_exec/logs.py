@@ -57,6 +57,11 @@ def configure(verbose: int) -> None:
     global _level, _handler_pending  # noqa: PLW0603 - process-wide like logging's own
     _level = (WARNING, INFO, DEBUG)[min(verbose, 2)]
     _handler_pending = True
+    if verbose:
+        # Imported now, before any signal handler can log: a record emitted
+        # from a handler while the main flow is inside `import logging` would
+        # meet a partly initialised module.
+        import logging  # noqa: F401
     if "logging" in sys.modules:
         _install_handler()
 

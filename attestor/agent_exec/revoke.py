@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+FORBIDDEN = 403
+
 
 class RevocationReport:
     """The outcome of revoking each lease and the token."""
@@ -30,6 +32,9 @@ class RevocationReport:
         self.failed: dict[str, str] = {}
         self.token_revoked = False
         self.token_error = ""
+        # revoke-self returned 403: the token was already revoked or expired,
+        # and Vault revokes the token's leases with it.
+        self.token_gone = False
 
     @property
     def ok(self) -> bool:
@@ -75,6 +80,7 @@ def revoke_call(
         log.info("revoked the call's token")
     except ExecError as err:
         report.token_error = str(err)
+        report.token_gone = getattr(err, "status", 0) == FORBIDDEN
     return report
 
 

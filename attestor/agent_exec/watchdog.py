@@ -213,12 +213,15 @@ def _clean_up(vault: VaultClient, pgid: int, leases: list[str]) -> int:
     while True:
         report = revoke_call(fresh, leases)
         # Once the token is revoked, Vault itself retries the leases left;
-        # the token no longer works for another attempt anyway.
-        if report.token_revoked or time.monotonic() > deadline:
+        # the token no longer works for another attempt anyway. A 403 from
+        # revoke-self means that agent-exec, or the TTL, ended it already.
+        if report.token_revoked or report.token_gone:
+            break
+        if time.monotonic() > deadline:
             break
         time.sleep(1.0)
     _report(pgid, report)
-    return 0 if report.ok else 1
+    return 0 if report.ok or report.token_gone else 1
 
 
 def _report(pgid: int, report: RevocationReport) -> None:
@@ -226,6 +229,11 @@ def _report(pgid: int, report: RevocationReport) -> None:
     killed = f"killed process group {pgid}, " if pgid else ""
     if report.ok:
         outcome = "revoked the call's credentials"
+    elif report.token_gone:
+        outcome = (
+            "the call's token was already revoked or expired, and Vault revokes "
+            "its leases with it"
+        )
     else:
         failures = [
             f"lease {lease_id}: {error}" for lease_id, error in report.failed.items()
