@@ -1204,3 +1204,23 @@ def test_redirect_from_https_to_http_refused(
 )
 def test_printable_escapes_controls(text: str, shown: str) -> None:
     assert printable(text) == shown
+
+
+@pytest.mark.parametrize("namespace", ["foo\r\nX-Evil: 1", "a\tb", "équipe"])
+def test_options_reject_header_unsafe_namespace(
+    monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    monkeypatch.setenv("VAULT_NAMESPACE", namespace)
+    with pytest.raises(UsageError) as caught:
+        parse_options(["--role", "demo", "--", "true"])
+    message = str(caught.value)
+    assert message.startswith(f"invalid VAULT_NAMESPACE {namespace!r}")
+    assert "\n" not in message
+
+
+def test_options_keep_namespace_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    monkeypatch.setenv("VAULT_NAMESPACE", "team-a/agents")
+    options = parse_options(["--role", "demo", "--", "true"])
+    assert options.namespace == "team-a/agents"

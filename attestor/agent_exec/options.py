@@ -332,7 +332,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         command=parsed.command,
         vault_addr=_vault_addr(strings.get("vault_addr", "")),
         attestor_socket=strings.get("attestor_socket") or default_socket_path(),
-        namespace=os.environ.get("VAULT_NAMESPACE", ""),
+        namespace=_namespace(os.environ.get("VAULT_NAMESPACE", "")),
         tool=strings.get("tool"),
         on_behalf_of=strings.get("on_behalf_of"),
         auth_mount=_mount_path("--auth-mount", strings.get("auth_mount", "jwt")),
@@ -594,3 +594,17 @@ def _terminal_columns() -> int:
             return os.get_terminal_size(1).columns  # stdout
         except (ValueError, OSError):
             return 80
+
+
+def _namespace(value: str) -> str:
+    """Return VAULT_NAMESPACE, or raise UsageError if it cannot be a header value.
+
+    It is sent as the X-Vault-Namespace header: a CR or LF in it would add
+    header lines to every request, the token-bearing ones included.
+    """
+    if value and not (value.isascii() and value.isprintable()):
+        raise UsageError(
+            f"invalid VAULT_NAMESPACE {value[:40]!r}: it contains a control or "
+            "non-ASCII character; give the namespace path, e.g. team-a/agents"
+        )
+    return value
