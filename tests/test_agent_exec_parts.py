@@ -1043,17 +1043,27 @@ def test_vault_client_error_not_vault(status: int) -> None:
     assert "is the address of Vault or OpenBao" in str(caught.value)
 
 
-def test_vault_login_rejected_jwt_denied() -> None:
-    body = b'{"errors": ["role \\"nobody\\" could not be found"]}'
-    with raw_server([http_response(400, body)]) as (url, _):
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, 'role \\"nobody\\" could not be found'),
+        (400, "could not load configuration"),
+        (403, "permission denied"),
+    ],
+)
+def test_vault_login_rejected_jwt_denied(status: int, error: str) -> None:
+    body = b'{"errors": ["' + error.encode() + b'"]}'
+    with raw_server([http_response(status, body)]) as (url, _):
         vault = VaultClient(url)
         with pytest.raises(DeniedError) as caught:
-            vault.login_jwt("jwt", "nobody", "x.e30.x")
+            vault.login_jwt("jwt2", "nobody", "x.e30.x")
         vault.close()
+    message = str(caught.value)
     assert caught.value.exit_code == 77
-    assert str(caught.value) == (
-        'Vault rejected POST auth/jwt/login: role "nobody" could not be found'
-    )
+    shown = error.replace('\\"', '"')
+    assert message.startswith(f"Vault rejected POST auth/jwt2/login: {shown}; ")
+    assert "check --auth-mount (the JWT auth mount, now 'jwt2')" in message
+    assert "a role named 'nobody'" in message
 
 
 def test_vault_unknown_namespace_unavailable() -> None:

@@ -145,12 +145,17 @@ class VaultClient:
         path = f"auth/{mount}/login"
         try:
             body = self._call("POST", path, {"role": role, "jwt": jwt}, meanwhile)
-        except VaultInvalidRequestError as err:
+        except (VaultInvalidRequestError, VaultRequestError) as err:
             # Vault's JWT auth method returns 400 for a JWT or a JWT role that
             # it rejects ("error validating token", "role ... could not be
             # found"), so a 400 here is a denial, not a usage error.
             raise VaultRequestError(
-                f"Vault rejected POST {path}: {err.detail}", err.status, err.detail
+                f"Vault rejected POST {path}: {err.detail}; check --auth-mount "
+                f"(the JWT auth mount, now {mount!r}), that it has a role "
+                f"named {role!r} for this agent, and that the mount's "
+                "jwks_url or keys are the attestor's",
+                err.status,
+                err.detail,
             ) from err
         auth = body.get("auth") or {}
         if not auth.get("client_token"):
