@@ -134,7 +134,7 @@ def _mutual_tls(work_dir: Path) -> _MutualTls | None:
         return None
     token = _vault_env("UNWRAP_TOKEN")
     if token:
-        shared = tls.unwrap_identity(token)
+        shared = tls.unwrap_identity(token, cafile=_vault_env("CACERT"))
         return _MutualTls(
             server=tls.server_context(shared, shared.cert_pem.decode(), work_dir),
             client=tls.pinned_client_context(shared, work_dir),

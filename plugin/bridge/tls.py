@@ -149,13 +149,14 @@ def client_context(
     return context
 
 
-def unwrap_identity(token: str, timeout: float = 30.0) -> Identity:
+def unwrap_identity(token: str, cafile: str = "", timeout: float = 30.0) -> Identity:
     """Fetch the certificate and key that Vault wrapped for a protocol 4 start.
 
     Without AutoMTLS, Vault generates one self-signed ECDSA P-521 certificate
     for both ends, wraps it with its key in a response-wrapping token passed
     as BAO_UNWRAP_TOKEN (VAULT_UNWRAP_TOKEN), and names its API address in
-    the token's `addr` claim. The plugin unwraps it over that API.
+    the token's `addr` claim. The plugin unwraps it over that API, trusting
+    `cafile` (else the system's CAs) for an https address.
     """
     address = _wrapping_token_address(token)
     url = address.rstrip("/") + "/v1/sys/wrapping/unwrap"
@@ -166,7 +167,6 @@ def unwrap_identity(token: str, timeout: float = 30.0) -> Identity:
     )
     context = None
     if url.startswith("https://"):
-        cafile = os.environ.get("BAO_CACERT") or os.environ.get("VAULT_CACERT")
         context = ssl.create_default_context(cafile=cafile or None)
     try:
         with urllib.request.urlopen(  # noqa: S310 - the scheme is checked above
