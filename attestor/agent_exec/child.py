@@ -223,11 +223,12 @@ class ChildRunner:
         log.info("forwarding signal=%s pgid=%d", name, self.result.pid)
         self.result.forwarded.append(name)
         _kill_group(self.result.pid, signum)
-        if signum in TERMINATING:
-            # A stopped process acts on the signal only once continued, as
-            # the shell's `kill` does for a stopped job.
-            _kill_group(self.result.pid, signals.SIGCONT)
-        if signum in TERMINATING and not self._kill_deadline:
+        if signum not in TERMINATING:
+            return
+        # A stopped process acts on the signal only once continued, as the
+        # shell's `kill` does for a stopped job.
+        _kill_group(self.result.pid, signals.SIGCONT)
+        if not self._kill_deadline:
             timeout = max(self.spec.kill_timeout, 0.001)
             self._kill_deadline = time.monotonic() + timeout
             signals.setitimer(signals.ITIMER_REAL, timeout)
