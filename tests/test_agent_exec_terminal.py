@@ -105,30 +105,18 @@ def test_terminal_returned_after_command(exec_env: dict[str, str]) -> None:
 
 
 def test_ctrl_z_stops_and_fg_resumes(exec_env: dict[str, str]) -> None:
-    pid, master = pty.fork()
-    if pid == 0:  # the child: an interactive bash with job control on the pty
-        try:
-            argv = ["bash", "--norc", "--noprofile", "-i"]
-            os.execve("/bin/bash", argv, exec_env)  # noqa: S606 - argv list
-        finally:
-            os._exit(127)
-    try:
-        typed = [
+    screens = type_into_bash(
+        exec_env,
+        [
             f"{AGENT_EXEC} --role demo-readonly -- sh -c 'read x; echo got:$x'\n",
             "\x1a",  # Ctrl-Z, while the command waits for input
             "jobs\n",
             "fg\n",
             "hello\n",
             "echo rc=$?\n",
-        ]
-        screens = []
-        for keys in typed:
-            os.write(master, keys.encode())
-            screens.append(_read_for(master, 1.5).decode(errors="replace"))
-        os.write(master, b"exit\n")
-    finally:
-        os.waitpid(pid, 0)
-        os.close(master)
+        ],
+        seconds=1.5,
+    )
     assert "Stopped" in screens[2]
     assert "got:hello" in screens[4]
     assert "rc=0" in screens[5]
@@ -136,32 +124,45 @@ def test_ctrl_z_stops_and_fg_resumes(exec_env: dict[str, str]) -> None:
 
 def test_background_read_then_fg_resumes(exec_env: dict[str, str]) -> None:
     """A background call whose command reads the terminal stops, and fg resumes it."""
-    pid, master = pty.fork()
-    if pid == 0:  # the child: an interactive bash with job control on the pty
-        try:
-            argv = ["bash", "--norc", "--noprofile", "-i"]
-            os.execve("/bin/bash", argv, exec_env)  # noqa: S606 - argv list
-        finally:
-            os._exit(127)
-    try:
-        typed = [
+    screens = type_into_bash(
+        exec_env,
+        [
             f"{AGENT_EXEC} --role demo-readonly -- sh -c 'read x; echo got:$x' &\n",
             "jobs\n",
             "fg\n",
             "hello\n",
             "echo rc=$?\n",
-        ]
-        screens = []
+        ],
+        seconds=2.0,
+    )
+    assert "Stopped" in screens[1]
+    assert "got:hello" in screens[3]
+    assert "rc=0" in screens[4]
+
+
+def type_into_bash(env: dict[str, str], typed: list[str], seconds: float) -> list[str]:
+    """Type each entry into an interactive bash on a new pty; return each screen.
+
+    The bash has job control, as in a terminal session. Each screen is what
+    the pty printed within `seconds` after that entry was typed.
+    """
+    pid, master = pty.fork()
+    if pid == 0:  # the child: an interactive bash with job control on the pty
+        try:
+            argv = ["bash", "--norc", "--noprofile", "-i"]
+            os.execve("/bin/bash", argv, env)  # noqa: S606 - argv list
+        finally:
+            os._exit(127)
+    screens = []
+    try:
         for keys in typed:
             os.write(master, keys.encode())
-            screens.append(_read_for(master, 2.0).decode(errors="replace"))
+            screens.append(_read_for(master, seconds).decode(errors="replace"))
         os.write(master, b"exit\n")
     finally:
         os.waitpid(pid, 0)
         os.close(master)
-    assert "Stopped" in screens[1]
-    assert "got:hello" in screens[3]
-    assert "rc=0" in screens[4]
+    return screens
 
 
 def _read_for(master: int, seconds: float) -> bytes:

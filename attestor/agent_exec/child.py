@@ -257,8 +257,8 @@ class ChildRunner:
 
         The shell waits for agent-exec, not for the command: it notices the
         stop (Ctrl-Z, or a background read from the terminal) only if
-        agent-exec stops too. After `fg` agent-exec is in front again and
-        hands the terminal back to the command; after `bg` it is not, and a
+        agent-exec stops too. After `fg`, agent-exec is in front again and
+        hands the terminal back to the command. After `bg` it is not, so a
         command that reads the terminal stops again. In an orphaned process
         group the kernel discards the stop signal and this returns at once.
         """

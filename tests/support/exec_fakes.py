@@ -239,6 +239,13 @@ def _error(status: int, message: str) -> tuple[int, Any]:
 def fake_vault(state: VaultState) -> Iterator[str]:
     """Serve `state` on 127.0.0.1; yield the address."""
     handler = type("Handler", (_VaultHandler,), {"state": state})
+    with serve_http(handler) as address:
+        yield address
+
+
+@contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` on a free port of 127.0.0.1; yield the address."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -247,6 +254,7 @@ def fake_vault(state: VaultState) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=10)
 
 
 @dataclass
